@@ -1,0 +1,151 @@
+"""Runs, their per-entry progress and results, work items, the generation cache and scores."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from arena.benchmarks.models import Suite, SuiteItem
+from arena.registry.models import Entry
+from arena.teams.models import Team
+
+
+class State(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+TERMINAL = (State.DONE, State.FAILED)
+
+
+class Run(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
+    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="runs")
+    splits = models.JSONField(default=list)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    error = models.TextField(blank=True)
+    # Library versions, git revision and the exact configuration that produced the results.
+    provenance = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} on {self.suite}"
+
+    @property
+    def report_split(self) -> str:
+        """The split the leaderboard reports: test when the run has it."""
+        return "test" if "test" in self.splits else self.splits[0]
+
+
+class RunEntry(models.Model):
+    """One entry's progress and result within a run."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="run_entries")
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="run_entries")
+    is_target = models.BooleanField(default=True, help_text="chosen for the run, not only a blend's member")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    error = models.TextField(blank=True)
+    fingerprint = models.CharField(max_length=120, blank=True)
+    total_items = models.PositiveIntegerField(default=0)
+    done_items = models.PositiveIntegerField(default=0)
+    new_calls = models.PositiveIntegerField(default=0, help_text="generations computed (not cached) in this run")
+    # Result on the run's report split.
+    score = models.FloatField(null=True, blank=True)
+    ci_low = models.FloatField(null=True, blank=True)
+    ci_high = models.FloatField(null=True, blank=True)
+    n = models.PositiveIntegerField(default=0)
+    best_member = models.ForeignKey(Entry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    lift = models.FloatField(null=True, blank=True)
+    lift_low = models.FloatField(null=True, blank=True)
+    lift_high = models.FloatField(null=True, blank=True)
+    member_calls = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveIntegerField(default=0)
+    compute_s = models.FloatField(default=0.0)
+    latency_p50 = models.FloatField(null=True, blank=True)
+    latency_p95 = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "entry"], name="entry_once_per_run")]
+        ordering = ["run", "entry__name"]
+
+    def __str__(self) -> str:
+        return f"{self.entry} in {self.run}"
+
+
+class WorkItem(models.Model):
+    """One batch of items for one model; claimed with a conditional update."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="work_items")
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="+")
+    batch_index = models.PositiveIntegerField()
+    item_ids = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "entry", "batch_index"], name="batch_once_per_run_entry")
+        ]
+        indexes = [models.Index(fields=["run", "entry", "state"])]
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_index} of {self.entry} in run {self.run_id}"
+
+
+class Generation(models.Model):
+    """A member's output, cached by content: hash of (fingerprint, prompt, decoding params)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    fingerprint = models.CharField(max_length=120, db_index=True)
+    prompt = models.TextField()
+    params = models.JSONField()
+    text = models.TextField()
+    token_logprobs = models.JSONField(default=list)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_s = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key[:12]
+
+    @property
+    def mean_logprob(self) -> float | None:
+        lps = self.token_logprobs or []
+        return sum(lps) / len(lps) if lps else None
+
+
+class Score(models.Model):
+    """One entry's scored answer to one item in one run."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="scores")
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="scores")
+    item = models.ForeignKey(SuiteItem, on_delete=models.CASCADE, related_name="scores")
+    generation = models.ForeignKey(Generation, null=True, blank=True, on_delete=models.SET_NULL)
+    prediction = models.TextField()
+    value = models.FloatField()
+    details = models.JSONField(default=dict, blank=True)
+    member_calls = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveIntegerField(default=0)
+    compute_s = models.FloatField(default=0.0)
+    latency_s = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "entry", "item"], name="one_score_per_item")]
+        indexes = [models.Index(fields=["run", "entry"])]
+
+    def __str__(self) -> str:
+        return f"{self.entry} on {self.item}: {self.value}"

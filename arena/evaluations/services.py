@@ -1,0 +1,468 @@
+"""How a run flows: plan, generate per (model, batch), combine blends, aggregate.
+
+Every step is idempotent: work is claimed with a conditional update and rows carry unique
+constraints, so a redelivered task or a second worker changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from arena.benchmarks.models import Suite, SuiteItem
+from arena.benchmarks.services import library_item, library_suite
+from arena.evaluations import events
+from arena.evaluations.models import TERMINAL, Generation, Run, RunEntry, Score, State, WorkItem
+from arena.registry.models import Entry
+from arena.registry.services import backend_for
+from arena.teams.models import Team
+from ensembles import stats
+from ensembles.backends import BackendError, DecodingParams, ModelPool
+from ensembles.backends.base import digest_json
+from ensembles.errors import EnsembleError
+from ensembles.strategies import MemberAnswer, make_strategy
+
+log = logging.getLogger(__name__)
+
+# Models stay loaded in the worker process between batches (see ModelPool).
+POOL = ModelPool(max_models=settings.ARENA_MAX_LOADED_MODELS)
+
+
+class RetryLater(Exception):
+    """A transient failure: the task should be retried with backoff."""
+
+
+# --- Planning -----------------------------------------------------------------------------
+
+
+def provenance() -> dict:
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    try:
+        rev = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+            capture_output=True, text=True, timeout=5, cwd=Path(settings.BASE_DIR), check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return {
+        "git_revision": rev or "unknown",
+        "python": platform.python_version(),
+        "packages": {n: pkg(n) for n in ("django", "celery", "torch", "transformers", "ensemble-arena")},
+    }
+
+
+def create_run(team: Team, suite: Suite, entries: Iterable[Entry], *, splits=None, user=None) -> Run:
+    """Record a run of ``entries`` (and their blends' members) on ``suite`` and queue its planning."""
+    entries = list(entries)
+    if not entries:
+        raise ValidationError({"entries": "choose at least one entry"})
+    if suite.team_id != team.id or any(e.team_id != team.id for e in entries):
+        raise ValidationError({"entries": "entries and suite must belong to the team"})
+    manifest_splits = suite.manifest.get("splits", ["test"])
+    splits = list(splits or (["test"] if "test" in manifest_splits else manifest_splits[:1]))
+    unknown = [s for s in splits if s not in manifest_splits]
+    if unknown:
+        raise ValidationError({"splits": f"unknown splits {unknown}; the suite has {manifest_splits}"})
+    targets = {e.pk: e for e in entries}
+    members: dict[int, Entry] = {}
+    for entry in entries:
+        if entry.is_blend:
+            for member in entry.ordered_members():
+                members.setdefault(member.pk, member)
+            if make_strategy(entry.strategy, entry.params).needs_fit and "dev" not in splits:
+                splits.append("dev")  # learned strategies fit on dev; the board still reports test
+    total = SuiteItem.objects.filter(suite=suite, split__in=splits).count()
+    if total == 0:
+        raise ValidationError({"splits": "the suite has no items in these splits"})
+    with transaction.atomic():
+        run = Run.objects.create(
+            team=team, suite=suite, splits=splits, created_by=user, provenance=provenance()
+        )
+        RunEntry.objects.bulk_create(
+            [RunEntry(run=run, entry=e, is_target=True, total_items=total) for e in targets.values()]
+            + [
+                RunEntry(run=run, entry=m, is_target=False, total_items=total)
+                for pk, m in members.items()
+                if pk not in targets
+            ]
+        )
+        from arena.evaluations.tasks import plan_run
+
+        transaction.on_commit(lambda: plan_run.delay(run.pk))
+    return run
+
+
+def plan_run(run_id: int) -> None:
+    """Check each model, split its items into batches and queue one task per batch."""
+    claimed = Run.objects.filter(pk=run_id, state=State.QUEUED).update(
+        state=State.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return
+    run = Run.objects.select_related("suite").get(pk=run_id)
+    items = list(
+        SuiteItem.objects.filter(suite=run.suite, split__in=run.splits).order_by("position").values_list("pk", flat=True)
+    )
+    size = settings.ARENA_BATCH_SIZE
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    queued: list[int] = []
+    for re in RunEntry.objects.filter(run=run).select_related("entry").exclude(entry__kind="blend"):
+        try:
+            backend = backend_for(re.entry)
+            backend.check()
+            re.fingerprint = backend.fingerprint()
+        except (BackendError, EnsembleError, OSError) as exc:
+            fail_entry(re, str(exc))
+            continue
+        with transaction.atomic():
+            re.state = State.RUNNING
+            re.started_at = timezone.now()
+            re.save(update_fields=["fingerprint", "state", "started_at"])
+            WorkItem.objects.bulk_create(
+                [WorkItem(run=run, entry=re.entry, batch_index=i, item_ids=b) for i, b in enumerate(batches)],
+                ignore_conflicts=True,
+            )
+        queued.extend(
+            WorkItem.objects.filter(run=run, entry=re.entry, state=State.QUEUED).values_list("pk", flat=True)
+        )
+    from arena.evaluations.tasks import generate_batch
+
+    for pk in queued:
+        generate_batch.delay(pk)
+    events.publish(run, "planned")
+    advance_run(run_id)
+
+
+# --- Generation ---------------------------------------------------------------------------
+
+
+def decoding_for(run: Run) -> DecodingParams:
+    m = run.suite.manifest
+    return DecodingParams(max_new_tokens=m.get("max_new_tokens", 16), stop=tuple(m.get("stop", ["\n"])))
+
+
+def generation_key(fingerprint: str, prompt: str, params: DecodingParams) -> str:
+    return digest_json({"fingerprint": fingerprint, "prompt": prompt, "params": params.model_dump(mode="json")})
+
+
+def claim_work_item(pk: int) -> bool:
+    """Take a batch for this worker: queued, or running under a claim older than the task limit."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    claimable = Q(state=State.QUEUED) | Q(state=State.RUNNING, claimed_at__lt=stale)
+    return bool(
+        WorkItem.objects.filter(claimable, pk=pk, attempts__lt=settings.ARENA_MAX_ATTEMPTS).update(
+            state=State.RUNNING, attempts=F("attempts") + 1, claimed_at=now
+        )
+    )
+
+
+def generate_batch(work_item_id: int) -> None:
+    """Generate and score one batch of one model; safe to run twice."""
+    if not claim_work_item(work_item_id):
+        _fail_exhausted(work_item_id)
+        return
+    wi = WorkItem.objects.select_related("run__suite", "entry").get(pk=work_item_id)
+    run = wi.run
+    re = RunEntry.objects.get(run=run, entry=wi.entry)
+    try:
+        new_calls = _generate_and_score(wi, re)
+    except RetryLater:
+        WorkItem.objects.filter(pk=wi.pk, state=State.RUNNING).update(state=State.QUEUED)
+        raise
+    except (BackendError, EnsembleError) as exc:
+        _fail_work_item(wi, str(exc))
+        return
+    except Exception as exc:
+        # An unexpected error is a poison item: record it and let the run go on.
+        log.exception("batch %s of run %s failed", wi.batch_index, run.pk)
+        _fail_work_item(wi, f"internal error: {type(exc).__name__}: {exc}")
+        return
+    with transaction.atomic():
+        WorkItem.objects.filter(pk=wi.pk, state=State.RUNNING).update(state=State.DONE, finished_at=timezone.now())
+        done = Score.objects.filter(run=run, entry=wi.entry).count()
+        RunEntry.objects.filter(pk=re.pk).update(done_items=done, new_calls=F("new_calls") + new_calls)
+    events.publish(run, "progress", entry=wi.entry_id, done=done)
+    advance_run(run.pk)
+
+
+def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
+    from ensembles.backends import TransientBackendError
+
+    run = wi.run
+    suite = library_suite(run.suite)
+    rows = list(SuiteItem.objects.filter(pk__in=wi.item_ids).order_by("position"))
+    params = decoding_for(run)
+    prompts = {row.pk: suite.render_prompt(library_item(row)) for row in rows}
+    keys = {pk: generation_key(re.fingerprint, p, params) for pk, p in prompts.items()}
+    cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
+    missing = [pk for pk, k in keys.items() if k not in cached]
+    if missing:
+        try:
+            backend = POOL.get(re.fingerprint, lambda: backend_for(wi.entry))
+            outputs = backend.generate([prompts[pk] for pk in missing], params)
+        except TransientBackendError as exc:
+            raise RetryLater(str(exc)) from exc
+        Generation.objects.bulk_create(
+            [
+                Generation(
+                    key=keys[pk], fingerprint=re.fingerprint, prompt=prompts[pk],
+                    params=params.model_dump(mode="json"), text=out.text, token_logprobs=out.token_logprobs,
+                    prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                    latency_s=out.latency_s,
+                )
+                for pk, out in zip(missing, outputs, strict=True)
+            ],
+            ignore_conflicts=True,
+        )
+        cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
+    scores = []
+    for row in rows:
+        gen = cached[keys[row.pk]]
+        prediction, value = suite.score(library_item(row), gen.text)
+        scores.append(
+            Score(
+                run=run, entry=wi.entry, item=row, generation=gen, prediction=prediction, value=value,
+                details={"mean_logprob": gen.mean_logprob}, member_calls=1,
+                tokens=gen.prompt_tokens + gen.completion_tokens, compute_s=gen.latency_s, latency_s=gen.latency_s,
+            )
+        )
+    Score.objects.bulk_create(scores, ignore_conflicts=True)
+    return len(missing)
+
+
+def _fail_work_item(wi: WorkItem, reason: str) -> None:
+    WorkItem.objects.filter(pk=wi.pk).exclude(state=State.DONE).update(
+        state=State.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
+    events.publish(wi.run, "error", entry=wi.entry_id, message=reason[:500])
+    advance_run(wi.run_id)
+
+
+def _fail_exhausted(work_item_id: int) -> None:
+    """A batch nobody could claim: fail it when it used up its attempts, else leave it be."""
+    wi = WorkItem.objects.select_related("run__suite").filter(pk=work_item_id).first()
+    if wi is None or wi.state in TERMINAL:
+        return
+    if wi.attempts >= settings.ARENA_MAX_ATTEMPTS:
+        _fail_work_item(wi, f"gave up after {wi.attempts} attempts")
+
+
+def fail_entry(re: RunEntry, reason: str) -> None:
+    RunEntry.objects.filter(pk=re.pk).exclude(state__in=TERMINAL).update(
+        state=State.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
+    events.publish(re.run, "error", entry=re.entry_id, message=reason[:500])
+
+
+# --- Advancing ----------------------------------------------------------------------------
+
+
+def advance_run(run_id: int) -> None:
+    """Finish entries whose work is done, start blends whose members are, close the run."""
+    run = Run.objects.select_related("suite").get(pk=run_id)
+    if run.state in TERMINAL:
+        return
+    run_entries = list(RunEntry.objects.filter(run=run).select_related("entry"))
+    by_entry = {re.entry_id: re for re in run_entries}
+    for re in run_entries:
+        if re.entry.is_blend or re.state != State.RUNNING:
+            continue
+        states = set(WorkItem.objects.filter(run=run, entry=re.entry).values_list("state", flat=True))
+        if states and states <= {State.DONE}:
+            finish_entry(re)
+        elif State.FAILED in states and not states & {State.QUEUED, State.RUNNING}:
+            errors = WorkItem.objects.filter(run=run, entry=re.entry, state=State.FAILED).values_list("error", flat=True)
+            fail_entry(re, next(iter(errors), "failed"))
+    from arena.evaluations.tasks import combine_blend
+
+    for re in run_entries:
+        if not re.entry.is_blend or re.state != State.QUEUED:
+            continue
+        member_states = {}
+        for member_id in re.entry.member_links.values_list("member_id", flat=True):
+            member_states[member_id] = RunEntry.objects.filter(pk=by_entry[member_id].pk).values_list("state", flat=True)[0]
+        failed = [mid for mid, s in member_states.items() if s == State.FAILED]
+        if failed:
+            names = ", ".join(by_entry[mid].entry.name for mid in failed)
+            fail_entry(re, f"member failed: {names}")
+        elif all(s == State.DONE for s in member_states.values()):
+            if RunEntry.objects.filter(pk=re.pk, state=State.QUEUED).update(
+                state=State.RUNNING, started_at=timezone.now()
+            ):
+                transaction.on_commit(lambda pk=re.pk: combine_blend.delay(pk))
+    _close_if_finished(run)
+
+
+def _close_if_finished(run: Run) -> None:
+    rows = list(RunEntry.objects.filter(run=run).select_related("entry"))
+    if any(re.state not in TERMINAL for re in rows):
+        return
+    failed = [re for re in rows if re.state == State.FAILED]
+    state = State.FAILED if failed else State.DONE
+    error = "; ".join(f"{re.entry.name}: {re.error}" for re in failed)
+    if Run.objects.filter(pk=run.pk, state=State.RUNNING).update(
+        state=state, error=error[:4000], finished_at=timezone.now()
+    ):
+        events.publish(run, "finished", state=state)
+
+
+# --- Blends -------------------------------------------------------------------------------
+
+
+def combine_blend(run_entry_id: int) -> None:
+    """Combine the members' stored answers per item; no member is called again."""
+    re = RunEntry.objects.select_related("run__suite", "entry").filter(pk=run_entry_id).first()
+    if re is None or re.state != State.RUNNING:
+        return
+    run, blend = re.run, re.entry
+    try:
+        _combine(run, blend)
+    except (EnsembleError, ValueError) as exc:
+        fail_entry(re, str(exc))
+    else:
+        RunEntry.objects.filter(pk=re.pk).update(done_items=Score.objects.filter(run=run, entry=blend).count())
+        finish_entry(RunEntry.objects.get(pk=re.pk))
+    advance_run(run.pk)
+
+
+def _combine(run: Run, blend: Entry) -> None:
+    suite = library_suite(run.suite)
+    members = blend.ordered_members()
+    strategy = make_strategy(blend.strategy, blend.params)
+    scores = Score.objects.filter(run=run, entry__in=members).select_related("generation", "item")
+    grid: dict[int, dict[int, Score]] = defaultdict(dict)
+    items: dict[int, SuiteItem] = {}
+    for s in scores:
+        grid[s.item_id][s.entry_id] = s
+        items[s.item_id] = s.item
+
+    def answers(item_id: int) -> list[MemberAnswer]:
+        row = grid[item_id]
+        return [
+            MemberAnswer(
+                member=m.name, answer=row[m.pk].prediction,
+                text=row[m.pk].generation.text if row[m.pk].generation else "",
+                logprob=row[m.pk].details.get("mean_logprob"),
+            )
+            for m in members
+            if m.pk in row
+        ]
+
+    if strategy.needs_fit:
+        dev = [i for i, it in items.items() if it.split == "dev"]
+        if not dev:
+            raise EnsembleError(f"{blend.strategy} learns from the dev split, and this run has none")
+        strategy.fit([answers(i) for i in dev], [suite.reference_answer(library_item(items[i])) for i in dev])
+    out = []
+    for item_id, row in grid.items():
+        decision = strategy.combine(answers(item_id))
+        prediction, value = suite.score(library_item(items[item_id]), decision.answer)
+        member_scores = list(row.values())
+        out.append(
+            Score(
+                run=run, entry=blend, item=items[item_id], prediction=prediction, value=value,
+                details=decision.details,
+                member_calls=sum(s.member_calls for s in member_scores),
+                tokens=sum(s.tokens for s in member_scores),
+                compute_s=sum(s.compute_s for s in member_scores),
+                # Members run side by side, so the blend waits for the slowest.
+                latency_s=max((s.latency_s for s in member_scores), default=0.0),
+            )
+        )
+    Score.objects.bulk_create(out, ignore_conflicts=True)
+
+
+# --- Aggregation --------------------------------------------------------------------------
+
+
+def _values(run: Run, entry_id: int) -> dict[int, Score]:
+    return {
+        s.item_id: s
+        for s in Score.objects.filter(run=run, entry_id=entry_id, item__split=run.report_split)
+    }
+
+
+def finish_entry(re: RunEntry) -> None:
+    """Aggregate an entry's scores with a bootstrap interval, and a blend's lift over its best member."""
+    run = re.run
+    scores = _values(run, re.entry_id)
+    values = [s.value for s in scores.values()]
+    interval = stats.bootstrap_mean(values, seed=run.pk)
+    latencies = [s.latency_s for s in scores.values()]
+    update = {
+        "score": _finite(interval.mean), "ci_low": _finite(interval.low), "ci_high": _finite(interval.high),
+        "n": interval.n, "member_calls": sum(s.member_calls for s in scores.values()),
+        "tokens": sum(s.tokens for s in scores.values()),
+        "compute_s": float(sum(s.compute_s for s in scores.values())),
+        "latency_p50": float(np.percentile(latencies, 50)) if latencies else None,
+        "latency_p95": float(np.percentile(latencies, 95)) if latencies else None,
+        "state": State.DONE, "finished_at": timezone.now(),
+    }
+    if re.entry.is_blend:
+        update.update(_lift(run, re.entry, scores))
+    if RunEntry.objects.filter(pk=re.pk).exclude(state__in=TERMINAL).update(**update):
+        events.publish(run, "result", entry=re.entry_id, score=update["score"])
+
+
+def _lift(run: Run, blend: Entry, scores: dict[int, Score]) -> dict:
+    best, best_score = None, None
+    for member_re in RunEntry.objects.filter(run=run, entry__in=blend.ordered_members()):
+        if member_re.score is not None and (best_score is None or member_re.score > best_score):
+            best, best_score = member_re.entry_id, member_re.score
+    if best is None:
+        return {}
+    member = _values(run, best)
+    common = sorted(set(scores) & set(member))
+    diff = stats.paired_bootstrap_diff(
+        [scores[i].value for i in common], [member[i].value for i in common], seed=run.pk
+    )
+    return {
+        "best_member_id": best, "lift": _finite(diff.mean),
+        "lift_low": _finite(diff.low), "lift_high": _finite(diff.high),
+    }
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else float(x)
+
+
+# --- Recovery -----------------------------------------------------------------------------
+
+
+def requeue_unfinished() -> int:
+    """After a restart of every worker, put back work that was queued or held by a dead worker."""
+    from arena.evaluations.tasks import combine_blend, generate_batch, plan_run
+
+    n = 0
+    for run in Run.objects.filter(state=State.QUEUED):
+        transaction.on_commit(lambda pk=run.pk: plan_run.delay(pk))
+        n += 1
+    for wi in WorkItem.objects.filter(run__state=State.RUNNING, state__in=[State.QUEUED, State.RUNNING]):
+        WorkItem.objects.filter(pk=wi.pk, state=State.RUNNING).update(state=State.QUEUED)
+        transaction.on_commit(lambda pk=wi.pk: generate_batch.delay(pk))
+        n += 1
+    for re in RunEntry.objects.filter(run__state=State.RUNNING, entry__kind="blend", state=State.RUNNING):
+        transaction.on_commit(lambda pk=re.pk: combine_blend.delay(pk))
+        n += 1
+    for run in Run.objects.filter(state=State.RUNNING):
+        advance_run(run.pk)
+    return n

@@ -1,0 +1,165 @@
+"""The JSON API (django-ninja: pydantic schemas and an OpenAPI document at /api/v1/docs).
+
+Authenticated by a team API token as a bearer key; every object is looked up within the
+token's team, so other teams' ids answer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from ninja import Field, NinjaAPI, Schema
+from ninja.errors import HttpError
+from ninja.security import HttpBearer
+
+from arena.benchmarks.models import Suite
+from arena.evaluations import services as evaluations
+from arena.evaluations.models import Run
+from arena.leaderboard import services
+from arena.registry import services as registry
+from arena.registry.models import Entry
+from arena.teams.models import ROLE_RANK, ApiToken, Role
+from arena.teams.services import authenticate_token
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request, token: str) -> ApiToken | None:
+        return authenticate_token(token)
+
+
+api = NinjaAPI(title="Ensemble Arena", version="1", auth=TokenAuth(), urls_namespace="api")
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, exc: ValidationError):
+    detail = exc.message_dict if hasattr(exc, "message_dict") else {"__all__": exc.messages}
+    return api.create_response(request, {"detail": detail}, status=422)
+
+
+@api.exception_handler(Http404)
+def not_found(request, exc):
+    return api.create_response(request, {"detail": "not found"}, status=404)
+
+
+def _require(request, role: str) -> None:
+    if ROLE_RANK[Role(request.auth.role)] < ROLE_RANK[Role(role)]:
+        raise HttpError(403, f"this token's role cannot do this (needs {role})")
+
+
+class EntryOut(Schema):
+    id: int
+    name: str
+    kind: str
+    strategy: str
+    params: dict[str, Any]
+    members: list[str]
+    config: dict[str, Any]
+
+
+class ModelIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    kind: Literal["hf", "gguf", "openai", "merge"]
+    config: dict[str, Any]
+    api_key: str = Field("", max_length=500)
+    description: str = Field("", max_length=2000)
+
+
+class BlendIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    strategy: str = Field(..., min_length=1, max_length=60)
+    params: dict[str, Any] = {}
+    members: list[str] = Field(..., min_length=2, max_length=16)
+    description: str = Field("", max_length=2000)
+
+
+class SuiteOut(Schema):
+    id: int
+    name: str
+    version: str
+    content_hash: str
+    task_type: str
+    items: int
+
+
+class RunIn(Schema):
+    suite: str = Field(..., min_length=1, max_length=64, description="suite name (latest version) or id")
+    entries: list[str] = Field(..., min_length=1, max_length=100)
+    splits: list[str] | None = None
+
+
+def _entry_out(e: Entry) -> dict:
+    return {
+        "id": e.pk, "name": e.name, "kind": e.kind, "strategy": e.strategy, "params": e.params,
+        "members": [bm.member.name for bm in e.member_links.all()], "config": e.config,
+    }
+
+
+@api.get("/entries", response=list[EntryOut])
+def list_entries(request):
+    qs = Entry.objects.filter(team=request.auth.team).prefetch_related("member_links__member")
+    return [_entry_out(e) for e in qs]
+
+
+@api.post("/entries", response={201: EntryOut})
+def create_entry(request, body: ModelIn):
+    _require(request, Role.MEMBER)
+    entry = registry.register_model(
+        request.auth.team, name=body.name, kind=body.kind, config=body.config, api_key=body.api_key,
+        description=body.description,
+    )
+    return 201, _entry_out(entry)
+
+
+@api.post("/blends", response={201: EntryOut})
+def create_blend(request, body: BlendIn):
+    _require(request, Role.MEMBER)
+    entry = registry.register_blend(
+        request.auth.team, name=body.name, strategy=body.strategy, params=body.params, members=body.members,
+        description=body.description,
+    )
+    return 201, _entry_out(entry)
+
+
+@api.get("/suites", response=list[SuiteOut])
+def list_suites(request):
+    from django.db.models import Count
+
+    qs = Suite.objects.filter(team=request.auth.team).annotate(n=Count("items"))
+    return [
+        {"id": s.pk, "name": s.name, "version": s.version, "content_hash": s.content_hash,
+         "task_type": s.task_type, "items": s.n}
+        for s in qs
+    ]
+
+
+@api.post("/runs", response={201: dict[str, Any]})
+def create_run(request, body: RunIn):
+    _require(request, Role.MEMBER)
+    team = request.auth.team
+    suites = Suite.objects.filter(team=team)
+    suite = (suites.filter(pk=int(body.suite)) if body.suite.isdigit() else suites.filter(name=body.suite)).order_by(
+        "-created_at"
+    ).first()
+    if suite is None:
+        raise ValidationError({"suite": f"unknown suite {body.suite!r}"})
+    entries = list(Entry.objects.filter(team=team, name__in=body.entries))
+    missing = sorted(set(body.entries) - {e.name for e in entries})
+    if missing:
+        raise ValidationError({"entries": f"unknown entries: {', '.join(missing)}"})
+    run = evaluations.create_run(team, suite, entries, splits=body.splits)
+    return 201, services.run_snapshot(run)
+
+
+@api.get("/runs/{run_id}", response=dict[str, Any])
+def get_run(request, run_id: int):
+    run = Run.objects.select_related("suite", "team").filter(team=request.auth.team, pk=run_id).first()
+    if run is None:
+        raise Http404
+    return services.run_snapshot(run)
+
+
+@api.get("/leaderboard/{suite}", response=dict[str, Any])
+def get_leaderboard(request, suite: str):
+    return services.board(request.auth.team, suite)

@@ -1,0 +1,157 @@
+"""The pages a team uses: dashboard, forms, runs, leaderboards, entries."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from arena.benchmarks.models import Suite
+from arena.evaluations import services as evaluations
+from arena.evaluations.models import Run
+from arena.leaderboard import services
+from arena.registry import services as registry
+from arena.registry.models import Entry, Kind
+from arena.teams.access import get_owned, membership_for, team_for
+from arena.teams.models import Role
+from ensembles.strategies import STRATEGIES
+
+EXPORT_COLUMNS = [
+    "entry", "kind", "score", "ci_low", "ci_high", "rank_upper_bound", "lift", "lift_low", "lift_high",
+    "best_member", "members", "member_calls", "tokens", "compute_s", "latency_p50", "latency_p95",
+    "suite_version", "state", "evaluated_at",
+]
+
+
+def _errors(exc: ValidationError) -> list[str]:
+    if hasattr(exc, "message_dict"):
+        return [f"{field}: {msg}" for field, msgs in exc.message_dict.items() for msg in msgs]
+    return list(exc.messages)
+
+
+@login_required
+def dashboard(request, team: str):
+    membership = membership_for(request.user, team)
+    t = membership.team
+    return render(
+        request,
+        "leaderboard/dashboard.html",
+        {
+            "team": t,
+            "membership": membership,
+            "can_edit": membership.allows(Role.MEMBER),
+            "entries": Entry.objects.filter(team=t).prefetch_related("member_links__member"),
+            "suites": Suite.objects.filter(team=t),
+            "runs": Run.objects.filter(team=t).select_related("suite")[:20],
+            "strategies": [STRATEGIES.get(n) for n in STRATEGIES.names()],
+            "model_kinds": [(k.value, k.label) for k in (Kind.HF, Kind.GGUF, Kind.OPENAI, Kind.MERGE)],
+        },
+    )
+
+
+def _json_field(request, name: str, default):
+    raw = request.POST.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValidationError({name: f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}) from None
+
+
+@login_required
+@require_http_methods(["POST"])
+def register_entry(request, team: str):
+    t = team_for(request.user, team, Role.MEMBER)
+    try:
+        if request.POST.get("kind") == Kind.BLEND:
+            members = [m for m in request.POST.getlist("members") if m]
+            entry = registry.register_blend(
+                t, name=request.POST.get("name", ""), strategy=request.POST.get("strategy", ""),
+                params=_json_field(request, "params", {}), members=members, user=request.user,
+            )
+        else:
+            entry = registry.register_model(
+                t, name=request.POST.get("name", ""), kind=request.POST.get("kind", ""),
+                config=_json_field(request, "config", {}), api_key=request.POST.get("api_key", ""),
+                user=request.user,
+            )
+    except ValidationError as exc:
+        for msg in _errors(exc):
+            messages.error(request, msg)
+        return redirect("dashboard", team=t.slug)
+    messages.success(request, f"Registered {entry.name}.")
+    return redirect("entry", team=t.slug, entry_id=entry.pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def start_run(request, team: str):
+    t = team_for(request.user, team, Role.MEMBER)
+    suite_id = request.POST.get("suite", "")
+    suite = Suite.objects.filter(team=t, pk=int(suite_id)).first() if suite_id.isdigit() else None
+    ids = [int(i) for i in request.POST.getlist("entries") if i.isdigit()]
+    entries = list(Entry.objects.filter(team=t, pk__in=ids))
+    try:
+        if suite is None:
+            raise ValidationError({"suite": "choose a suite"})
+        if len(entries) != len(ids):
+            raise ValidationError({"entries": "unknown entries"})
+        run = evaluations.create_run(t, suite, entries, user=request.user)
+    except ValidationError as exc:
+        for msg in _errors(exc):
+            messages.error(request, msg)
+        return redirect("dashboard", team=t.slug)
+    return redirect("run", team=t.slug, run_id=run.pk)
+
+
+@login_required
+def run_detail(request, team: str, run_id: int):
+    t = team_for(request.user, team)
+    run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
+    snapshot = services.run_snapshot(run)
+    if request.GET.get("format") == "json":
+        return JsonResponse(snapshot)
+    return render(request, "leaderboard/run.html", {"team": t, "run": run, "snapshot": snapshot})
+
+
+@login_required
+def leaderboard(request, team: str, suite: str):
+    t = team_for(request.user, team)
+    data = services.board(t, suite)
+    kinds = sorted({r["kind"] for r in data["rows"]})
+    kind = request.GET.get("kind", "")
+    if kind:
+        data["rows"] = [r for r in data["rows"] if r["kind"] == kind]
+    fmt = request.GET.get("format")
+    if fmt == "json":
+        return JsonResponse(data)
+    if fmt == "csv":
+        response = HttpResponse(content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{t.slug}-{suite}-leaderboard.csv"'
+        writer = csv.writer(response)
+        writer.writerow(EXPORT_COLUMNS)
+        for r in data["rows"]:
+            writer.writerow([";".join(r[c]) if c == "members" else r[c] for c in EXPORT_COLUMNS])
+        return response
+    return render(
+        request, "leaderboard/board.html", {"team": t, "suite": suite, "board": data, "kinds": kinds, "kind": kind}
+    )
+
+
+@login_required
+def entry_detail(request, team: str, entry_id: int):
+    t = team_for(request.user, team)
+    entry = get_owned(Entry.objects.all(), t, pk=entry_id)
+    history = entry.run_entries.select_related("run__suite").order_by("-run__created_at")[:50]
+    return render(
+        request, "leaderboard/entry.html",
+        {"team": t, "entry": entry, "members": entry.ordered_members(), "history": history,
+         "config_json": json.dumps(entry.config, indent=2), "params_json": json.dumps(entry.params, indent=2)},
+    )

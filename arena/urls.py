@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from arena.core.views import healthz
+from arena.leaderboard import views as board
+from arena.leaderboard.api import api
+from arena.teams import views as teams
+
+urlpatterns = [
+    path("", teams.home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("signup/", teams.signup, name="signup"),
+    path("teams/new/", teams.new_team, name="new_team"),
+    path("invite/<str:token>/", teams.accept_invite, name="accept_invite"),
+    path("t/<slug:team>/", board.dashboard, name="dashboard"),
+    path("t/<slug:team>/admin/", teams.team_admin, name="team_admin"),
+    path("t/<slug:team>/entries/", board.register_entry, name="register_entry"),
+    path("t/<slug:team>/entries/<int:entry_id>/", board.entry_detail, name="entry"),
+    path("t/<slug:team>/runs/", board.start_run, name="start_run"),
+    path("t/<slug:team>/runs/<int:run_id>/", board.run_detail, name="run"),
+    path("t/<slug:team>/leaderboard/<slug:suite>/", board.leaderboard, name="leaderboard"),
+]

@@ -1,0 +1,352 @@
+"""Suite data model, prompt rendering, scoring, and (de)serialization."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ensembles.errors import SuiteError, UnknownNameError
+from ensembles.metrics import EXTRACTORS, METRICS, get_metric
+from ensembles.metrics.extract import OPTION_LETTERS
+
+# Same conventions as lm-evaluation-harness: a space before the target, a blank line between shots.
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+
+
+class FewShot(BaseModel):
+    """A worked example shown before the item; ``choices`` only for multiple choice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    output: str
+    choices: list[str] | None = None
+
+
+class SuiteManifest(BaseModel):
+    """How to prompt for and score a suite's items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", max_length=64)
+    version: str = Field(min_length=1)
+    task_type: Literal["generation", "multiple_choice"]
+    prompt_template: str
+    few_shot: list[FewShot] = Field(default_factory=list)
+    answer_extraction: str
+    metric: str
+    splits: list[str] = Field(default_factory=lambda: ["dev", "test"], min_length=1)
+    description: str = ""
+    max_new_tokens: int = Field(default=16, ge=1, le=512)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+
+    @field_validator("answer_extraction")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        try:
+            EXTRACTORS.get(value)
+        except UnknownNameError as exc:
+            # pydantic only collects ValueErrors; UnknownNameError is a KeyError.
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        try:
+            METRICS.get(value)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _template_fields(self) -> SuiteManifest:
+        try:
+            fields = {
+                f
+                for _, f, _, _ in string.Formatter().parse(self.prompt_template)
+                if f is not None
+            }
+        except ValueError as exc:
+            raise ValueError(
+                f"prompt_template is not a valid format string: {exc}"
+            ) from None
+        allowed = (
+            {"input", "choices"} if self.task_type == "multiple_choice" else {"input"}
+        )
+        if "input" not in fields:
+            raise ValueError("prompt_template must contain {input}")
+        if self.task_type == "multiple_choice" and "choices" not in fields:
+            raise ValueError("multiple_choice prompt_template must contain {choices}")
+        if fields - allowed:
+            raise ValueError(
+                f"prompt_template has unknown fields {sorted(fields - allowed)}; allowed: {sorted(allowed)}"
+            )
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits contain duplicates: {self.splits}")
+        return self
+
+
+class Item(BaseModel):
+    """One evaluation item: a generation item has a ``reference``, an MC item ``choices`` and ``gold``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    input: str
+    reference: str | None = None
+    choices: list[str] | None = None
+    gold: int | None = None
+    split: str
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        """True when the item carries answer options."""
+        return self.choices is not None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Item:
+        if self.choices is not None or self.gold is not None:
+            if not self.choices or len(self.choices) < 2:
+                raise ValueError("multiple-choice items need at least 2 choices")
+            if len(self.choices) > len(OPTION_LETTERS):
+                raise ValueError(f"at most {len(OPTION_LETTERS)} choices are supported")
+            if self.gold is None:
+                raise ValueError("multiple-choice items need 'gold'")
+            if not 0 <= self.gold < len(self.choices):
+                raise ValueError(
+                    f"gold {self.gold} out of range 0..{len(self.choices) - 1}"
+                )
+        elif self.reference is None:
+            raise ValueError("generation items need 'reference'")
+        return self
+
+
+def render_choices(choices: Iterable[str]) -> str:
+    """Render options as "A. first\\nB. second..."."""
+    return "\n".join(
+        f"{OPTION_LETTERS[i]}. {choice}" for i, choice in enumerate(choices)
+    )
+
+
+def _check_item_fits(manifest: SuiteManifest, item: Item) -> None:
+    """Raise ValueError when a valid item does not fit this manifest."""
+    if item.split not in manifest.splits:
+        raise ValueError(
+            f"unknown split {item.split!r}; suite splits are {manifest.splits}"
+        )
+    if manifest.task_type == "multiple_choice" and not item.is_multiple_choice:
+        raise ValueError(
+            f"item {item.id!r} has no choices but the suite is multiple_choice"
+        )
+    if manifest.task_type == "generation" and item.is_multiple_choice:
+        raise ValueError(f"item {item.id!r} has choices but the suite is generation")
+
+
+class Suite:
+    """A manifest plus its items."""
+
+    def __init__(self, manifest: SuiteManifest, items: Iterable[Item]) -> None:
+        self.manifest = manifest
+        self.items = list(items)
+        seen: set[str] = set()
+        for item in self.items:
+            if item.id in seen:
+                raise SuiteError(f"duplicate item id {item.id!r}")
+            seen.add(item.id)
+            try:
+                _check_item_fits(manifest, item)
+            except ValueError as exc:
+                raise SuiteError(str(exc)) from None
+        self._extract = EXTRACTORS.get(manifest.answer_extraction)
+        self._metric = get_metric(manifest.metric)
+
+    @property
+    def name(self) -> str:
+        """The manifest's name."""
+        return self.manifest.name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"Suite({self.manifest.name!r}, version={self.manifest.version!r}, items={len(self.items)})"
+
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical JSON of manifest and items; any edit changes it."""
+        payload = {
+            "manifest": self.manifest.model_dump(mode="json"),
+            "items": [item.model_dump(mode="json") for item in self.items],
+        }
+        canonical = json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def split(self, name: str) -> list[Item]:
+        """Items of split ``name``."""
+        if name not in self.manifest.splits:
+            raise SuiteError(
+                f"unknown split {name!r}; suite {self.name!r} has {self.manifest.splits}"
+            )
+        return [item for item in self.items if item.split == name]
+
+    def _format(self, text: str, choices: list[str] | None) -> str:
+        return self.manifest.prompt_template.format(
+            input=text, choices=render_choices(choices or [])
+        )
+
+    def render_prompt(self, item: Item) -> str:
+        """Few-shot examples followed by the item, all rendered with the manifest's template."""
+        shots = [
+            self._format(shot.input, shot.choices) + TARGET_DELIMITER + shot.output
+            for shot in self.manifest.few_shot
+        ]
+        return FEWSHOT_DELIMITER.join([*shots, self._format(item.input, item.choices)])
+
+    def reference_answer(self, item: Item) -> str:
+        """The expected answer: the gold letter for MC items, else the reference text."""
+        if item.is_multiple_choice:
+            assert item.gold is not None  # guaranteed by Item validation
+            return OPTION_LETTERS[item.gold]
+        assert item.reference is not None
+        return item.reference
+
+    def score(self, item: Item, generated_text: str) -> tuple[str, float]:
+        """Extract the answer from ``generated_text`` and score it; returns (prediction, score)."""
+        prediction = self._extract(generated_text)
+        return prediction, self._metric.score(prediction, self.reference_answer(item))
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _top_level_key_lines(text: str) -> dict[str, int]:
+    """1-based line of each top-level key in a YAML mapping, for error messages."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        key.value: key.start_mark.line + 1
+        for key, _ in node.value
+        if isinstance(key, yaml.ScalarNode)
+    }
+
+
+def _load_manifest(text: str, file: str) -> SuiteManifest:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError(f"invalid YAML: {problem}", file=file, line=line) from None
+    if not isinstance(data, dict):
+        raise SuiteError("manifest must be a YAML mapping", file=file, line=1)
+    try:
+        return SuiteManifest.model_validate(data)
+    except ValidationError as exc:
+        first_loc = exc.errors()[0]["loc"]
+        line = _top_level_key_lines(text).get(str(first_loc[0])) if first_loc else None
+        raise SuiteError(_validation_message(exc), file=file, line=line) from None
+
+
+def load_suite(
+    manifest_text: str,
+    items_jsonl: str,
+    *,
+    manifest_file: str = "suite.yaml",
+    items_file: str = "items.jsonl",
+) -> Suite:
+    """Parse and validate a YAML manifest and JSONL items; errors name the file and line."""
+    manifest = _load_manifest(manifest_text, manifest_file)
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(items_jsonl.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            data: Any = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SuiteError(
+                f"invalid JSON: {exc.msg} (column {exc.colno})",
+                file=items_file,
+                line=lineno,
+            ) from None
+        if not isinstance(data, dict):
+            raise SuiteError(
+                "each line must be a JSON object", file=items_file, line=lineno
+            )
+        try:
+            item = Item.model_validate(data)
+            _check_item_fits(manifest, item)
+        except ValidationError as exc:
+            raise SuiteError(
+                _validation_message(exc), file=items_file, line=lineno
+            ) from None
+        except ValueError as exc:
+            raise SuiteError(str(exc), file=items_file, line=lineno) from None
+        if item.id in seen:
+            raise SuiteError(
+                f"duplicate item id {item.id!r} (first on line {seen[item.id]})",
+                file=items_file,
+                line=lineno,
+            )
+        seen[item.id] = lineno
+        items.append(item)
+    if not items:
+        raise SuiteError("suite has no items", file=items_file)
+    return Suite(manifest, items)
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (prompt templates) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = (
+        "|" if "\n" in value and value.strip() and value == value.rstrip(" ") else None
+    )
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReadableDumper.add_representer(str, _represent_str)
+
+
+def dump_suite(suite: Suite) -> tuple[str, str]:
+    """Serialize ``suite`` to (manifest YAML, items JSONL); the inverse of load_suite."""
+    manifest_text = yaml.dump(
+        suite.manifest.model_dump(mode="json", exclude_none=True),
+        Dumper=_ReadableDumper,
+        sort_keys=False,
+        allow_unicode=True,
+    )
+    items_jsonl = "".join(
+        json.dumps(item.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+        + "\n"
+        for item in suite.items
+    )
+    return manifest_text, items_jsonl

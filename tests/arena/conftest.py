@@ -1,0 +1,138 @@
+"""Personas (owner, teammate, outsider), a CSRF-enforcing client, and a real worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from arena.teams.models import Membership, Role, Team
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "a-long-test-password-1"
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("olivia", password=PASSWORD)
+
+
+@pytest.fixture
+def teammate(django_user_model):
+    return django_user_model.objects.create_user("tom", password=PASSWORD)
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    return django_user_model.objects.create_user("vera", password=PASSWORD)
+
+
+@pytest.fixture
+def outsider(django_user_model):
+    return django_user_model.objects.create_user("oscar", password=PASSWORD)
+
+
+@pytest.fixture
+def team(owner, teammate, viewer, outsider):
+    t = Team.objects.create(name="Red team", slug="red")
+    Membership.objects.create(team=t, user=owner, role=Role.OWNER)
+    Membership.objects.create(team=t, user=teammate, role=Role.MEMBER)
+    Membership.objects.create(team=t, user=viewer, role=Role.VIEWER)
+    other = Team.objects.create(name="Blue team", slug="blue")
+    Membership.objects.create(team=other, user=outsider, role=Role.OWNER)
+    return t
+
+
+def csrf_client(user=None) -> Client:
+    """A client that enforces CSRF like a browser session does, logged in as ``user``."""
+    client = Client(enforce_csrf_checks=True)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def post_form(client: Client, url: str, data: dict):
+    """GET the page for a CSRF cookie, then POST with the token, as a browser would."""
+    client.get("/login/")
+    token = client.cookies["csrftoken"].value
+    return client.post(url, {**data, "csrfmiddlewaretoken": token})
+
+
+@pytest.fixture
+def clean_redis():
+    """The test Redis database, emptied before and after."""
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        r.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"these tests need Redis at {settings.REDIS_URL} (make test starts none; .ci/run does)")
+    r.flushdb()
+    yield r
+    r.flushdb()
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    if s["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("worker tests share the test database with a worker process: they need PostgreSQL")
+    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` process on both queues, against the test database and Redis."""
+
+    def __init__(self, extra_env: dict[str, str] | None = None, concurrency: int = 1):
+        self.env = dict(
+            os.environ, DATABASE_URL=database_url(), REDIS_URL=settings.REDIS_URL, PYTHONUNBUFFERED="1",
+            ARENA_MODEL_ROOTS=",".join(str(p) for p in settings.ARENA_MODEL_ROOTS), **(extra_env or {}),
+        )
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "arena", "worker", "-Q", "gpu,cpu", "--concurrency",
+             str(self.concurrency), "--loglevel", "WARNING", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+             "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=self.env, start_new_session=True,
+        )
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker(transactional_db, clean_redis, settings):
+    w = WorkerProcess().start()
+    yield w
+    w.stop()
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

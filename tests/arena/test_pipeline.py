@@ -1,0 +1,170 @@
+"""A run end to end with real worker processes, a real Redis and the test database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from arena.benchmarks.services import import_suite
+from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.services import create_run
+from arena.leaderboard import services as board_services
+from arena.leaderboard.routing import websocket_urlpatterns
+from arena.registry.models import Entry
+from arena.registry.services import register_blend, register_model
+from ensembles.suites import get_builtin
+from tests.arena.conftest import wait_for
+from tests.conftest import make_tiny_variant
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+SUITE_SIZE = 16  # 8 dev + 8 test
+
+
+@pytest.fixture
+def models_root(tiny_llama_dir, settings, tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    a = make_tiny_variant(tiny_llama_dir, root / "tiny-a", seed=1)
+    b = make_tiny_variant(tiny_llama_dir, root / "tiny-b", seed=2)
+    c = make_tiny_variant(tiny_llama_dir, root / "tiny-c", seed=3)
+    settings.ARENA_MODEL_ROOTS = [root]
+    return root, (a, b, c)
+
+
+@pytest.fixture
+def setup_entries(team, owner, models_root):
+    _, paths = models_root
+    members = []
+    for name, path in zip(("tiny-a", "tiny-b", "tiny-c"), paths, strict=True):
+        members.append(register_model(team, name=name, kind="hf", config={"path": str(path)}, user=owner))
+    blend = register_blend(team, name="vote", strategy="majority_vote", params={}, members=[m.name for m in members])
+    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    return suite, members, blend
+
+
+def finished(run_id: int):
+    run = Run.objects.get(pk=run_id)
+    return run if run.state in (State.DONE, State.FAILED) else None
+
+
+def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, owner, setup_entries):
+    suite, members, blend = setup_entries
+    run = create_run(team, suite, [*members, blend], user=owner)
+    run = wait_for(lambda: finished(run.pk), timeout=180, what="the run to finish")
+
+    assert run.state == State.DONE, run.error
+    test_items = SUITE_SIZE // 2
+    for entry in [*members, blend]:
+        assert Score.objects.filter(run=run, entry=entry).count() == test_items
+        re = RunEntry.objects.get(run=run, entry=entry)
+        assert re.state == State.DONE
+        assert re.n == test_items
+        assert re.ci_low <= re.score <= re.ci_high
+    vote = RunEntry.objects.get(run=run, entry=blend)
+    assert vote.best_member is not None and vote.lift is not None
+    assert vote.lift_low <= vote.lift <= vote.lift_high
+    assert vote.member_calls == 3 * test_items
+    # Every blend score follows the majority of its members' stored predictions.
+    for score in Score.objects.filter(run=run, entry=blend):
+        votes = score.details["votes"]
+        assert votes[max(votes, key=votes.get)] >= max(votes.values())
+
+    board = board_services.board(team, suite.name)
+    assert {r["entry"] for r in board["rows"]} == {"tiny-a", "tiny-b", "tiny-c", "vote"}
+    assert all(r["rank_upper_bound"] >= 1 for r in board["rows"])
+
+
+def test_a_second_run_of_new_blends_makes_no_new_model_calls(worker, team, owner, setup_entries):
+    suite, members, blend = setup_entries
+    first = create_run(team, suite, [*members, blend], user=owner)
+    assert wait_for(lambda: finished(first.pk), timeout=180).state == State.DONE
+    generations = Generation.objects.count()
+
+    shortest = register_blend(
+        team, name="vote-shortest", strategy="majority_vote", params={"tie_break": "shortest"},
+        members=[m.name for m in members],
+    )
+    second = create_run(team, suite, [blend, shortest], user=owner)
+    second = wait_for(lambda: finished(second.pk), timeout=180)
+
+    assert second.state == State.DONE, second.error
+    assert Generation.objects.count() == generations
+    assert sum(RunEntry.objects.filter(run=second).values_list("new_calls", flat=True)) == 0
+    assert Score.objects.filter(run=second, entry=shortest).count() == SUITE_SIZE // 2
+
+
+def test_a_broken_member_fails_its_entry_and_blend_with_the_reason_while_others_finish(
+    worker, team, owner, setup_entries, models_root
+):
+    suite, members, _ = setup_entries
+    root, _ = models_root
+    broken = root / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)  # right magic, nothing a loader can read
+    bad = register_model(team, name="broken", kind="gguf", config={"path": str(broken)}, user=owner)
+    down = register_model(
+        team, name="unreachable", kind="openai", user=owner,
+        config={"base_url": "http://127.0.0.1:9/v1", "model": "x", "max_retries": 0, "timeout_s": 2},
+    )
+    blend = register_blend(team, name="vote-with-broken", strategy="majority_vote", params={},
+                           members=[members[0].name, bad.name])
+    run = create_run(team, suite, [members[0], bad, down, blend], user=owner)
+    run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
+
+    assert run.state == State.FAILED
+    assert "broken" in run.error and "unreachable" in run.error
+    states = dict(RunEntry.objects.filter(run=run).values_list("entry__name", "state"))
+    assert states == {"tiny-a": "done", "broken": "failed", "unreachable": "failed", "vote-with-broken": "failed"}
+    assert "GGUF" in RunEntry.objects.get(run=run, entry=bad).error
+    assert "unreachable" in RunEntry.objects.get(run=run, entry=down).error
+    assert "member failed: broken" in RunEntry.objects.get(run=run, entry=blend).error
+    assert Score.objects.filter(run=run, entry=members[0]).count() == SUITE_SIZE // 2
+
+
+def test_the_leaderboard_socket_hears_scores_as_they_are_stored(worker, team, owner, setup_entries):
+    suite, members, blend = setup_entries
+    app = URLRouter(websocket_urlpatterns)
+
+    async def listen():
+        communicator = WebsocketCommunicator(app, f"/ws/t/{team.slug}/leaderboard/{suite.name}/")
+        communicator.scope["user"] = owner
+        connected, _ = await communicator.connect()
+        assert connected
+        from asgiref.sync import sync_to_async
+
+        run = await sync_to_async(create_run)(team, suite, [*members, blend], user=owner)
+        seen = []
+        while True:
+            message = await communicator.receive_json_from(timeout=180)
+            seen.append(message["event"])
+            if message["event"] == "finished":
+                break
+        await communicator.disconnect()
+        return run, seen
+
+    run, seen = asyncio.run(listen())
+    assert "progress" in seen and "result" in seen
+    assert seen[-1] == "finished"
+    assert Run.objects.get(pk=run.pk).state == State.DONE
+
+
+def test_an_outsider_cannot_subscribe_to_another_teams_run(transactional_db, clean_redis, team, outsider, owner, setup_entries):
+    suite, members, _ = setup_entries
+    run = create_run(team, suite, members, user=owner)
+    app = URLRouter(websocket_urlpatterns)
+
+    async def try_connect(user):
+        communicator = WebsocketCommunicator(app, f"/ws/t/{team.slug}/runs/{run.pk}/")
+        communicator.scope["user"] = user
+        connected, code = await communicator.connect()
+        await communicator.disconnect()
+        return connected, code
+
+    assert asyncio.run(try_connect(outsider)) == (False, 4404)
+    assert asyncio.run(try_connect(owner))[0] is True
+    assert get_channel_layer().__class__.__name__ == "RedisChannelLayer"
+    assert Entry.objects.filter(team=team).count() == 4
