@@ -151,9 +151,7 @@ ARENA_MAX_ATTEMPTS = env_int("ARENA_MAX_ATTEMPTS", 3, minimum=1)
 ARENA_BATCH_SIZE = env_int("ARENA_BATCH_SIZE", 8, minimum=1)
 ARENA_MAX_LOADED_MODELS = env_int("ARENA_MAX_LOADED_MODELS", 3, minimum=1)
 # Local model paths must lie under one of these roots.
-ARENA_MODEL_ROOTS = [
-    Path(p).expanduser() for p in env_list("ARENA_MODEL_ROOTS", [str(MODELS_DIR)])
-]
+ARENA_MODEL_ROOTS = [Path(p).expanduser() for p in env_list("ARENA_MODEL_ROOTS", [str(MODELS_DIR)])]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -182,6 +180,9 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    # Development serves static files through the finders; the empty root keeps WhiteNoise quiet.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "arena@localhost")

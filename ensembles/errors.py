@@ -64,9 +64,7 @@ def _describe(err: dict) -> str:
 class SuiteError(EnsembleError, ValueError):
     """A suite manifest or item file is malformed; carries the file and line when known."""
 
-    def __init__(
-        self, message: str, *, file: str | None = None, line: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.file = file

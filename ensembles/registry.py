@@ -18,9 +18,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
 
-    def register(
-        self, name: str, *, pretty_name: str, reference_url: str = ""
-    ) -> Callable[[T], T]:
+    def register(self, name: str, *, pretty_name: str, reference_url: str = "") -> Callable[[T], T]:
         """Return a decorator that registers its target under ``name``.
 
         The target (class or function) gets ``name``, ``pretty_name`` and

@@ -72,22 +72,16 @@ def paired_bootstrap_diff(
     a_arr = np.asarray(a, dtype=np.float64).ravel()
     b_arr = np.asarray(b, dtype=np.float64).ravel()
     if a_arr.shape != b_arr.shape:
-        raise ValueError(
-            f"paired samples need equal lengths, got {a_arr.size} and {b_arr.size}"
-        )
+        raise ValueError(f"paired samples need equal lengths, got {a_arr.size} and {b_arr.size}")
     return bootstrap_mean(a_arr - b_arr, resamples=resamples, level=level, seed=seed)
 
 
-def mcnemar(
-    a_correct: Sequence[bool] | np.ndarray, b_correct: Sequence[bool] | np.ndarray
-) -> float:
+def mcnemar(a_correct: Sequence[bool] | np.ndarray, b_correct: Sequence[bool] | np.ndarray) -> float:
     """Two-sided McNemar p-value that systems A and B have the same accuracy on paired items."""
     a_arr = np.asarray(a_correct, dtype=bool).ravel()
     b_arr = np.asarray(b_correct, dtype=bool).ravel()
     if a_arr.shape != b_arr.shape:
-        raise ValueError(
-            f"paired samples need equal lengths, got {a_arr.size} and {b_arr.size}"
-        )
+        raise ValueError(f"paired samples need equal lengths, got {a_arr.size} and {b_arr.size}")
     only_a = int(np.sum(a_arr & ~b_arr))
     only_b = int(np.sum(~a_arr & b_arr))
     discordant = only_a + only_b

@@ -26,9 +26,16 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     )
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        bos_token_id=1, eos_token_id=2, pad_token_id=3,
+        vocab_size=len(words),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
     )
     model = LlamaForCausalLM(config)
     out = tmp_path_factory.mktemp("models") / "tiny-llama"

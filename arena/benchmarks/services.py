@@ -26,13 +26,20 @@ def import_suite(team: Team, suite: LibSuite) -> Suite:
         )
     with transaction.atomic():
         row = Suite.objects.create(
-            team=team, name=manifest.name, version=manifest.version, content_hash=digest,
-            task_type=manifest.task_type, description=manifest.description,
+            team=team,
+            name=manifest.name,
+            version=manifest.version,
+            content_hash=digest,
+            task_type=manifest.task_type,
+            description=manifest.description,
             manifest=manifest.model_dump(mode="json"),
         )
         SuiteItem.objects.bulk_create(
             SuiteItem(
-                suite=row, key=item.id, split=item.split, position=i,
+                suite=row,
+                key=item.id,
+                split=item.split,
+                position=i,
                 data=item.model_dump(mode="json", exclude={"id", "split"}),
             )
             for i, item in enumerate(suite.items)

@@ -115,12 +115,19 @@ def seed_demo(*, start_run: bool = True, suite_size: int = DEMO_SUITE_SIZE) -> d
         for name, filename, template in DEMO_MEMBERS:
             if not Entry.objects.filter(team=team, name=name).exists():
                 register_model(
-                    team, name=name, kind="gguf", user=user,
+                    team,
+                    name=name,
+                    kind="gguf",
+                    user=user,
                     config={"path": str(models_dir / filename), "chat_template": template},
                 )
         if not Entry.objects.filter(team=team, name="majority-vote").exists():
             register_blend(
-                team, name="majority-vote", strategy="majority_vote", params={}, user=user,
+                team,
+                name="majority-vote",
+                strategy="majority_vote",
+                params={},
+                user=user,
                 members=[m[0] for m in DEMO_MEMBERS],
             )
         if start_run and not Run.objects.filter(team=team).exists():

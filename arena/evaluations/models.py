@@ -96,9 +96,7 @@ class WorkItem(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["run", "entry", "batch_index"], name="batch_once_per_run_entry")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "entry", "batch_index"], name="batch_once_per_run_entry")]
         indexes = [models.Index(fields=["run", "entry", "state"])]
 
     def __str__(self) -> str:

@@ -58,7 +58,11 @@ def provenance() -> dict:
     try:
         rev = subprocess.run(  # noqa: S603 - fixed argv, no shell
             ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
-            capture_output=True, text=True, timeout=5, cwd=Path(settings.BASE_DIR), check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(settings.BASE_DIR),
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
@@ -93,9 +97,7 @@ def create_run(team: Team, suite: Suite, entries: Iterable[Entry], *, splits=Non
     if total == 0:
         raise ValidationError({"splits": "the suite has no items in these splits"})
     with transaction.atomic():
-        run = Run.objects.create(
-            team=team, suite=suite, splits=splits, created_by=user, provenance=provenance()
-        )
+        run = Run.objects.create(team=team, suite=suite, splits=splits, created_by=user, provenance=provenance())
         RunEntry.objects.bulk_create(
             [RunEntry(run=run, entry=e, is_target=True, total_items=total) for e in targets.values()]
             + [
@@ -112,14 +114,14 @@ def create_run(team: Team, suite: Suite, entries: Iterable[Entry], *, splits=Non
 
 def plan_run(run_id: int) -> None:
     """Check each model, split its items into batches and queue one task per batch."""
-    claimed = Run.objects.filter(pk=run_id, state=State.QUEUED).update(
-        state=State.RUNNING, started_at=timezone.now()
-    )
+    claimed = Run.objects.filter(pk=run_id, state=State.QUEUED).update(state=State.RUNNING, started_at=timezone.now())
     if not claimed:
         return
     run = Run.objects.select_related("suite").get(pk=run_id)
     items = list(
-        SuiteItem.objects.filter(suite=run.suite, split__in=run.splits).order_by("position").values_list("pk", flat=True)
+        SuiteItem.objects.filter(suite=run.suite, split__in=run.splits)
+        .order_by("position")
+        .values_list("pk", flat=True)
     )
     size = settings.ARENA_BATCH_SIZE
     batches = [items[i : i + size] for i in range(0, len(items), size)]
@@ -140,9 +142,7 @@ def plan_run(run_id: int) -> None:
                 [WorkItem(run=run, entry=re.entry, batch_index=i, item_ids=b) for i, b in enumerate(batches)],
                 ignore_conflicts=True,
             )
-        queued.extend(
-            WorkItem.objects.filter(run=run, entry=re.entry, state=State.QUEUED).values_list("pk", flat=True)
-        )
+        queued.extend(WorkItem.objects.filter(run=run, entry=re.entry, state=State.QUEUED).values_list("pk", flat=True))
     from arena.evaluations.tasks import generate_batch
 
     for pk in queued:
@@ -185,8 +185,11 @@ def generate_batch(work_item_id: int) -> None:
     re = RunEntry.objects.get(run=run, entry=wi.entry)
     try:
         new_calls = _generate_and_score(wi, re)
-    except RetryLater:
-        WorkItem.objects.filter(pk=wi.pk, state=State.RUNNING).update(state=State.QUEUED)
+    except RetryLater as exc:
+        if wi.attempts >= settings.ARENA_MAX_ATTEMPTS:
+            _fail_work_item(wi, f"gave up after {wi.attempts} attempts: {exc}")
+            return
+        WorkItem.objects.filter(pk=wi.pk, state=State.RUNNING).update(state=State.QUEUED, error=str(exc)[:2000])
         raise
     except (BackendError, EnsembleError) as exc:
         _fail_work_item(wi, str(exc))
@@ -224,9 +227,14 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
         Generation.objects.bulk_create(
             [
                 Generation(
-                    key=keys[pk], fingerprint=re.fingerprint, prompt=prompts[pk],
-                    params=params.model_dump(mode="json"), text=out.text, token_logprobs=out.token_logprobs,
-                    prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                    key=keys[pk],
+                    fingerprint=re.fingerprint,
+                    prompt=prompts[pk],
+                    params=params.model_dump(mode="json"),
+                    text=out.text,
+                    token_logprobs=out.token_logprobs,
+                    prompt_tokens=out.prompt_tokens,
+                    completion_tokens=out.completion_tokens,
                     latency_s=out.latency_s,
                 )
                 for pk, out in zip(missing, outputs, strict=True)
@@ -240,9 +248,17 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
         prediction, value = suite.score(library_item(row), gen.text)
         scores.append(
             Score(
-                run=run, entry=wi.entry, item=row, generation=gen, prediction=prediction, value=value,
-                details={"mean_logprob": gen.mean_logprob}, member_calls=1,
-                tokens=gen.prompt_tokens + gen.completion_tokens, compute_s=gen.latency_s, latency_s=gen.latency_s,
+                run=run,
+                entry=wi.entry,
+                item=row,
+                generation=gen,
+                prediction=prediction,
+                value=value,
+                details={"mean_logprob": gen.mean_logprob},
+                member_calls=1,
+                tokens=gen.prompt_tokens + gen.completion_tokens,
+                compute_s=gen.latency_s,
+                latency_s=gen.latency_s,
             )
         )
     Score.objects.bulk_create(scores, ignore_conflicts=True)
@@ -263,7 +279,8 @@ def _fail_exhausted(work_item_id: int) -> None:
     if wi is None or wi.state in TERMINAL:
         return
     if wi.attempts >= settings.ARENA_MAX_ATTEMPTS:
-        _fail_work_item(wi, f"gave up after {wi.attempts} attempts")
+        last = f": {wi.error}" if wi.error else ""
+        _fail_work_item(wi, f"gave up after {wi.attempts} attempts{last}")
 
 
 def fail_entry(re: RunEntry, reason: str) -> None:
@@ -290,7 +307,9 @@ def advance_run(run_id: int) -> None:
         if states and states <= {State.DONE}:
             finish_entry(re)
         elif State.FAILED in states and not states & {State.QUEUED, State.RUNNING}:
-            errors = WorkItem.objects.filter(run=run, entry=re.entry, state=State.FAILED).values_list("error", flat=True)
+            errors = WorkItem.objects.filter(run=run, entry=re.entry, state=State.FAILED).values_list(
+                "error", flat=True
+            )
             fail_entry(re, next(iter(errors), "failed"))
     from arena.evaluations.tasks import combine_blend
 
@@ -299,7 +318,9 @@ def advance_run(run_id: int) -> None:
             continue
         member_states = {}
         for member_id in re.entry.member_links.values_list("member_id", flat=True):
-            member_states[member_id] = RunEntry.objects.filter(pk=by_entry[member_id].pk).values_list("state", flat=True)[0]
+            member_states[member_id] = RunEntry.objects.filter(pk=by_entry[member_id].pk).values_list(
+                "state", flat=True
+            )[0]
         failed = [mid for mid, s in member_states.items() if s == State.FAILED]
         if failed:
             names = ", ".join(by_entry[mid].entry.name for mid in failed)
@@ -359,7 +380,8 @@ def _combine(run: Run, blend: Entry) -> None:
         row = grid[item_id]
         return [
             MemberAnswer(
-                member=m.name, answer=row[m.pk].prediction,
+                member=m.name,
+                answer=row[m.pk].prediction,
                 text=row[m.pk].generation.text if row[m.pk].generation else "",
                 logprob=row[m.pk].details.get("mean_logprob"),
             )
@@ -379,7 +401,11 @@ def _combine(run: Run, blend: Entry) -> None:
         member_scores = list(row.values())
         out.append(
             Score(
-                run=run, entry=blend, item=items[item_id], prediction=prediction, value=value,
+                run=run,
+                entry=blend,
+                item=items[item_id],
+                prediction=prediction,
+                value=value,
                 details=decision.details,
                 member_calls=sum(s.member_calls for s in member_scores),
                 tokens=sum(s.tokens for s in member_scores),
@@ -395,10 +421,7 @@ def _combine(run: Run, blend: Entry) -> None:
 
 
 def _values(run: Run, entry_id: int) -> dict[int, Score]:
-    return {
-        s.item_id: s
-        for s in Score.objects.filter(run=run, entry_id=entry_id, item__split=run.report_split)
-    }
+    return {s.item_id: s for s in Score.objects.filter(run=run, entry_id=entry_id, item__split=run.report_split)}
 
 
 def finish_entry(re: RunEntry) -> None:
@@ -409,13 +432,17 @@ def finish_entry(re: RunEntry) -> None:
     interval = stats.bootstrap_mean(values, seed=run.pk)
     latencies = [s.latency_s for s in scores.values()]
     update = {
-        "score": _finite(interval.mean), "ci_low": _finite(interval.low), "ci_high": _finite(interval.high),
-        "n": interval.n, "member_calls": sum(s.member_calls for s in scores.values()),
+        "score": _finite(interval.mean),
+        "ci_low": _finite(interval.low),
+        "ci_high": _finite(interval.high),
+        "n": interval.n,
+        "member_calls": sum(s.member_calls for s in scores.values()),
         "tokens": sum(s.tokens for s in scores.values()),
         "compute_s": float(sum(s.compute_s for s in scores.values())),
         "latency_p50": float(np.percentile(latencies, 50)) if latencies else None,
         "latency_p95": float(np.percentile(latencies, 95)) if latencies else None,
-        "state": State.DONE, "finished_at": timezone.now(),
+        "state": State.DONE,
+        "finished_at": timezone.now(),
     }
     if re.entry.is_blend:
         update.update(_lift(run, re.entry, scores))
@@ -436,8 +463,10 @@ def _lift(run: Run, blend: Entry, scores: dict[int, Score]) -> dict:
         [scores[i].value for i in common], [member[i].value for i in common], seed=run.pk
     )
     return {
-        "best_member_id": best, "lift": _finite(diff.mean),
-        "lift_low": _finite(diff.low), "lift_high": _finite(diff.high),
+        "best_member_id": best,
+        "lift": _finite(diff.mean),
+        "lift_low": _finite(diff.low),
+        "lift_high": _finite(diff.high),
     }
 
 

@@ -91,8 +91,13 @@ class RunIn(Schema):
 
 def _entry_out(e: Entry) -> dict:
     return {
-        "id": e.pk, "name": e.name, "kind": e.kind, "strategy": e.strategy, "params": e.params,
-        "members": [bm.member.name for bm in e.member_links.all()], "config": e.config,
+        "id": e.pk,
+        "name": e.name,
+        "kind": e.kind,
+        "strategy": e.strategy,
+        "params": e.params,
+        "members": [bm.member.name for bm in e.member_links.all()],
+        "config": e.config,
     }
 
 
@@ -106,7 +111,11 @@ def list_entries(request):
 def create_entry(request, body: ModelIn):
     _require(request, Role.MEMBER)
     entry = registry.register_model(
-        request.auth.team, name=body.name, kind=body.kind, config=body.config, api_key=body.api_key,
+        request.auth.team,
+        name=body.name,
+        kind=body.kind,
+        config=body.config,
+        api_key=body.api_key,
         description=body.description,
     )
     return 201, _entry_out(entry)
@@ -116,7 +125,11 @@ def create_entry(request, body: ModelIn):
 def create_blend(request, body: BlendIn):
     _require(request, Role.MEMBER)
     entry = registry.register_blend(
-        request.auth.team, name=body.name, strategy=body.strategy, params=body.params, members=body.members,
+        request.auth.team,
+        name=body.name,
+        strategy=body.strategy,
+        params=body.params,
+        members=body.members,
         description=body.description,
     )
     return 201, _entry_out(entry)
@@ -128,8 +141,14 @@ def list_suites(request):
 
     qs = Suite.objects.filter(team=request.auth.team).annotate(n=Count("items"))
     return [
-        {"id": s.pk, "name": s.name, "version": s.version, "content_hash": s.content_hash,
-         "task_type": s.task_type, "items": s.n}
+        {
+            "id": s.pk,
+            "name": s.name,
+            "version": s.version,
+            "content_hash": s.content_hash,
+            "task_type": s.task_type,
+            "items": s.n,
+        }
         for s in qs
     ]
 
@@ -139,9 +158,11 @@ def create_run(request, body: RunIn):
     _require(request, Role.MEMBER)
     team = request.auth.team
     suites = Suite.objects.filter(team=team)
-    suite = (suites.filter(pk=int(body.suite)) if body.suite.isdigit() else suites.filter(name=body.suite)).order_by(
-        "-created_at"
-    ).first()
+    suite = (
+        (suites.filter(pk=int(body.suite)) if body.suite.isdigit() else suites.filter(name=body.suite))
+        .order_by("-created_at")
+        .first()
+    )
     if suite is None:
         raise ValidationError({"suite": f"unknown suite {body.suite!r}"})
     entries = list(Entry.objects.filter(team=team, name__in=body.entries))

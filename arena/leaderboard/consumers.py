@@ -55,9 +55,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 class RunConsumer(_LiveConsumer):
     @database_sync_to_async
     def resolve_group(self, user, kwargs) -> str | None:
-        run = Run.objects.filter(
-            pk=kwargs["run_id"], team__slug=kwargs["team"], team__memberships__user=user
-        ).first()
+        run = Run.objects.filter(pk=kwargs["run_id"], team__slug=kwargs["team"], team__memberships__user=user).first()
         if run is None:
             return None
         self.team_id = run.team_id

@@ -23,9 +23,25 @@ from arena.teams.models import Role
 from ensembles.strategies import STRATEGIES
 
 EXPORT_COLUMNS = [
-    "entry", "kind", "score", "ci_low", "ci_high", "rank_upper_bound", "lift", "lift_low", "lift_high",
-    "best_member", "members", "member_calls", "tokens", "compute_s", "latency_p50", "latency_p95",
-    "suite_version", "state", "evaluated_at",
+    "entry",
+    "kind",
+    "score",
+    "ci_low",
+    "ci_high",
+    "rank_upper_bound",
+    "lift",
+    "lift_low",
+    "lift_high",
+    "best_member",
+    "members",
+    "member_calls",
+    "tokens",
+    "compute_s",
+    "latency_p50",
+    "latency_p95",
+    "suite_version",
+    "state",
+    "evaluated_at",
 ]
 
 
@@ -73,13 +89,20 @@ def register_entry(request, team: str):
         if request.POST.get("kind") == Kind.BLEND:
             members = [m for m in request.POST.getlist("members") if m]
             entry = registry.register_blend(
-                t, name=request.POST.get("name", ""), strategy=request.POST.get("strategy", ""),
-                params=_json_field(request, "params", {}), members=members, user=request.user,
+                t,
+                name=request.POST.get("name", ""),
+                strategy=request.POST.get("strategy", ""),
+                params=_json_field(request, "params", {}),
+                members=members,
+                user=request.user,
             )
         else:
             entry = registry.register_model(
-                t, name=request.POST.get("name", ""), kind=request.POST.get("kind", ""),
-                config=_json_field(request, "config", {}), api_key=request.POST.get("api_key", ""),
+                t,
+                name=request.POST.get("name", ""),
+                kind=request.POST.get("kind", ""),
+                config=_json_field(request, "config", {}),
+                api_key=request.POST.get("api_key", ""),
                 user=request.user,
             )
     except ValidationError as exc:
@@ -151,7 +174,14 @@ def entry_detail(request, team: str, entry_id: int):
     entry = get_owned(Entry.objects.all(), t, pk=entry_id)
     history = entry.run_entries.select_related("run__suite").order_by("-run__created_at")[:50]
     return render(
-        request, "leaderboard/entry.html",
-        {"team": t, "entry": entry, "members": entry.ordered_members(), "history": history,
-         "config_json": json.dumps(entry.config, indent=2), "params_json": json.dumps(entry.params, indent=2)},
+        request,
+        "leaderboard/entry.html",
+        {
+            "team": t,
+            "entry": entry,
+            "members": entry.ordered_members(),
+            "history": history,
+            "config_json": json.dumps(entry.config, indent=2),
+            "params_json": json.dumps(entry.params, indent=2),
+        },
     )

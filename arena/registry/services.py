@@ -21,15 +21,11 @@ MAX_BLEND_MEMBERS = 16
 
 
 def backend_options() -> BackendOptions:
-    return BackendOptions(
-        model_roots=tuple(settings.ARENA_MODEL_ROOTS), cache_dir=settings.CACHE_DIR / "models"
-    )
+    return BackendOptions(model_roots=tuple(settings.ARENA_MODEL_ROOTS), cache_dir=settings.CACHE_DIR / "models")
 
 
 def _pydantic_message(exc: PydanticError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors())
 
 
 def _check_name(team: Team, name: str) -> str:
@@ -44,7 +40,13 @@ def _check_name(team: Team, name: str) -> str:
 
 
 def register_model(
-    team: Team, *, name: str, kind: str, config: dict[str, Any], api_key: str = "", user=None,
+    team: Team,
+    *,
+    name: str,
+    kind: str,
+    config: dict[str, Any],
+    api_key: str = "",
+    user=None,
     description: str = "",
 ) -> Entry:
     """Validate and store a model entry; nothing is stored when anything is wrong."""
@@ -70,8 +72,13 @@ def register_model(
     try:
         with transaction.atomic():
             return Entry.objects.create(
-                team=team, name=name, kind=kind, config=config, description=description,
-                secret=secrets.encrypt(api_key) if kind == Kind.OPENAI else "", created_by=user,
+                team=team,
+                name=name,
+                kind=kind,
+                config=config,
+                description=description,
+                secret=secrets.encrypt(api_key) if kind == Kind.OPENAI else "",
+                created_by=user,
             )
     except IntegrityError:
         raise ValidationError({"name": f"{team.name} already has an entry named {name!r}"}) from None
@@ -94,8 +101,14 @@ def _validate_recipe(team: Team, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_blend(
-    team: Team, *, name: str, strategy: str, params: dict[str, Any] | None, members: list[str],
-    user=None, description: str = "",
+    team: Team,
+    *,
+    name: str,
+    strategy: str,
+    params: dict[str, Any] | None,
+    members: list[str],
+    user=None,
+    description: str = "",
 ) -> Entry:
     """Validate and store a blend of existing entries of the same team."""
     name = _check_name(team, name)
@@ -120,8 +133,13 @@ def register_blend(
         raise ValidationError({"members": f"blends cannot be members yet: {', '.join(nested)}"})
     with transaction.atomic():
         blend = Entry.objects.create(
-            team=team, name=name, kind=Kind.BLEND, strategy=strategy, params=params or {},
-            description=description, created_by=user,
+            team=team,
+            name=name,
+            kind=Kind.BLEND,
+            strategy=strategy,
+            params=params or {},
+            description=description,
+            created_by=user,
         )
         BlendMember.objects.bulk_create(
             BlendMember(blend=blend, member=found[m], position=i) for i, m in enumerate(members)

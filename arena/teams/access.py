@@ -6,9 +6,9 @@ whose role is too low for an action gets 403: they may know the object exists.
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from typing import TypeVar
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404
 

@@ -64,7 +64,10 @@ def team_admin(request, team: str):
         try:
             if action == "invite":
                 _, invite_link = services.invite(
-                    t, request.POST.get("email", ""), request.POST.get("role", Role.MEMBER), request.user,
+                    t,
+                    request.POST.get("email", ""),
+                    request.POST.get("role", Role.MEMBER),
+                    request.user,
                     lambda raw: request.build_absolute_uri(reverse("accept_invite", args=[raw])),
                 )
                 messages.success(request, "Invitation sent.")
@@ -88,10 +91,17 @@ def team_admin(request, team: str):
         except (ValidationError, ValueError) as exc:
             messages.error(request, "; ".join(getattr(exc, "messages", [str(exc)])))
     return render(
-        request, "teams/admin.html",
-        {"team": t, "members": t.memberships.select_related("user"), "tokens": t.tokens.all(),
-         "invitations": t.invitations.filter(accepted_at__isnull=True), "roles": Role.choices,
-         "new_token": new_token, "invite_link": invite_link},
+        request,
+        "teams/admin.html",
+        {
+            "team": t,
+            "members": t.memberships.select_related("user"),
+            "tokens": t.tokens.all(),
+            "invitations": t.invitations.filter(accepted_at__isnull=True),
+            "roles": Role.choices,
+            "new_token": new_token,
+            "invite_link": invite_link,
+        },
     )
 
 

@@ -108,8 +108,7 @@ def check_local_path(path: str | Path, options: BackendOptions) -> Path:
     """Resolve ``path`` and refuse it unless it exists under a configured model root."""
     resolved = Path(path).expanduser().resolve()
     if options.model_roots and not any(
-        resolved == root.resolve() or resolved.is_relative_to(root.resolve())
-        for root in options.model_roots
+        resolved == root.resolve() or resolved.is_relative_to(root.resolve()) for root in options.model_roots
     ):
         roots = ", ".join(str(r) for r in options.model_roots)
         raise BackendError(f"model path {str(path)!r} is outside the allowed model roots ({roots})")
@@ -150,8 +149,6 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
 BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
-def make_backend(
-    kind: str, config: dict[str, Any], *, options: BackendOptions | None = None
-) -> Backend:
+def make_backend(kind: str, config: dict[str, Any], *, options: BackendOptions | None = None) -> Backend:
     """Instantiate the backend registered as ``kind`` with a validated config."""
     return BACKENDS.get(kind)(config, options=options)

@@ -78,9 +78,7 @@ class TransformersBackend(Backend):
             kwargs["use_safetensors"] = True
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(
-                directory, dtype=pick_dtype(device), **kwargs
-            )
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=pick_dtype(device), **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise BackendError(f"could not load model from {directory}: {exc}") from exc
         model.to(device).eval()
@@ -114,9 +112,7 @@ class TransformersBackend(Backend):
         # A chat template already carries BOS; a bare prompt gets it from the tokenizer
         # (gemma base models need it, others add nothing).
         templated = self.config.chat_template == "auto" and getattr(tok, "chat_template", None)
-        return tok(
-            texts, return_tensors="pt", padding=True, add_special_tokens=not templated
-        ).to(self.device)
+        return tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(self.device)
 
     def generate(self, prompts: list[str], params: DecodingParams) -> list[Generation]:
         self._ensure_loaded()
@@ -147,9 +143,7 @@ class TransformersBackend(Backend):
         started = time.perf_counter()
         with torch.inference_mode():
             result = self.model.generate(**enc, **gen_kwargs)
-            scores = self.model.compute_transition_scores(
-                result.sequences, result.scores, normalize_logits=True
-            )
+            scores = self.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
         elapsed = time.perf_counter() - started
         prompt_len = enc["input_ids"].shape[1]
         new_tokens = result.sequences[:, prompt_len:]
@@ -323,9 +317,7 @@ def export_gguf(path: Path, target: Path) -> Path:
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                path.parent, gguf_file=path.name, dtype=torch.float32
-            )
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             # transformers raises ValueError for architectures its GGUF loader does not know.
             raise BackendError(f"could not load GGUF {path.name}: {exc}") from exc

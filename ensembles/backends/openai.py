@@ -74,9 +74,7 @@ class OpenAIBackend(Backend):
                 with self._semaphore():
                     response = httpx.post(url, json=payload, headers=headers, timeout=c.timeout_s)
             except httpx.TimeoutException:
-                problem: BackendError = TransientBackendError(
-                    f"{c.base_url} did not answer within {c.timeout_s:g}s"
-                )
+                problem: BackendError = TransientBackendError(f"{c.base_url} did not answer within {c.timeout_s:g}s")
             except httpx.TransportError as exc:
                 problem = TransientBackendError(f"{c.base_url} is unreachable: {type(exc).__name__}")
             else:
@@ -91,8 +89,7 @@ class OpenAIBackend(Backend):
                 if response.status_code not in RETRY_STATUS:
                     # Never echo the request (it holds the key); the server's message is enough.
                     raise BackendError(
-                        f"{c.base_url} refused the request: HTTP {response.status_code} "
-                        f"{response.text[:200]}"
+                        f"{c.base_url} refused the request: HTTP {response.status_code} {response.text[:200]}"
                     )
                 problem = TransientBackendError(f"{c.base_url} answered HTTP {response.status_code}")
             if attempt < c.max_retries:

@@ -106,9 +106,7 @@ class Bleu(Metric):
         if not prediction.strip() and not reference.strip():
             return 1.0
         # Floating-point BLEU can land a hair above 100 for identical strings.
-        return min(
-            1.0, self._bleu.sentence_score(prediction, [reference]).score / 100.0
-        )
+        return min(1.0, self._bleu.sentence_score(prediction, [reference]).score / 100.0)
 
 
 @METRICS.register(
@@ -125,9 +123,7 @@ class ChrF(Metric):
     def score(self, prediction: str, reference: str) -> float:
         if not prediction.strip() and not reference.strip():
             return 1.0
-        return min(
-            1.0, self._chrf.sentence_score(prediction, [reference]).score / 100.0
-        )
+        return min(1.0, self._chrf.sentence_score(prediction, [reference]).score / 100.0)
 
 
 @METRICS.register(

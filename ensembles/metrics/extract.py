@@ -60,12 +60,7 @@ def extract_letter(text: str) -> str:
     # "A" and "I" are also English words ("I think ...", "A dog ..."); prefer other letters.
     for match in candidates:
         following = text[match.end() : match.end() + 2]
-        is_word = (
-            match.group(1) in "AI"
-            and len(following) == 2
-            and following[0] == " "
-            and following[1].islower()
-        )
+        is_word = match.group(1) in "AI" and len(following) == 2 and following[0] == " " and following[1].islower()
         if not is_word:
             return match.group(1)
     return candidates[0].group(1) if candidates else ""

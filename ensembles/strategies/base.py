@@ -50,11 +50,9 @@ class Strategy(ABC):
         try:
             self.params = self.Params.model_validate(params or {})
         except ValidationError as exc:
-            raise ParamsError.from_validation(
-                self.name or type(self).__name__, exc
-            ) from None
+            raise ParamsError.from_validation(self.name or type(self).__name__, exc) from None
 
-    def fit(
+    def fit(  # noqa: B027 - optional hook; only learned strategies override it
         self,
         dev_outputs: Sequence[Sequence[MemberAnswer]],
         dev_references: Sequence[str],

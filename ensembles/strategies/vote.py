@@ -61,12 +61,8 @@ class MajorityVote(Strategy):
             winner = tied[0]
         details = {
             "votes": votes,
-            "supporters": [
-                ans.member for ans in answers if vote_key(ans.answer) == winner
-            ],
+            "supporters": [ans.member for ans in answers if vote_key(ans.answer) == winner],
             "abstained": abstained,
             "tied": [display[key] for key in tied] if len(tied) > 1 else [],
         }
-        return Decision(
-            answer=display[winner], details=details, member_calls=len(answers)
-        )
+        return Decision(answer=display[winner], details=details, member_calls=len(answers))

@@ -28,9 +28,7 @@ def _split_for(index: int, size: int) -> str:
 
 def _check_size(size: int) -> None:
     if size < 2:
-        raise ValueError(
-            f"size must be >= 2 so both dev and test are non-empty, got {size}"
-        )
+        raise ValueError(f"size must be >= 2 so both dev and test are non-empty, got {size}")
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -109,7 +107,7 @@ def arithmetic(seed: int = 0, size: int | None = None) -> Suite:
     """Small-number addition, subtraction and one-step word problems with integer answers."""
     size = 300 if size is None else size
     _check_size(size)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
     seen = {shot.input for shot in _ARITHMETIC_SHOTS}
     items = []
     for index in range(size):
@@ -247,9 +245,7 @@ def _number_question(rng: random.Random) -> tuple[str, str, list[str]]:
         return "Which of these numbers is even?", str(even), [str(n) for n in odds]
     numbers = rng.sample(range(1, 100), 4)
     best = max(numbers) if kind == 0 else min(numbers)
-    question = (
-        "Which number is the largest?" if kind == 0 else "Which number is the smallest?"
-    )
+    question = "Which number is the largest?" if kind == 0 else "Which number is the smallest?"
     return question, str(best), [str(n) for n in numbers if n != best]
 
 
@@ -279,7 +275,7 @@ def mc_knowledge(seed: int = 0, size: int | None = None) -> Suite:
     """Four-option general-knowledge questions (capitals, animals, colors, opposites, numbers)."""
     size = 200 if size is None else size
     _check_size(size)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
     facts = _fact_questions()
     rng.shuffle(facts)
     n_facts = min(len(facts), (size + 1) // 2)
@@ -296,9 +292,7 @@ def mc_knowledge(seed: int = 0, size: int | None = None) -> Suite:
             if key not in seen:
                 break
         else:
-            raise ValueError(
-                f"could not draw {size} distinct multiple-choice questions"
-            )
+            raise ValueError(f"could not draw {size} distinct multiple-choice questions")
         seen.add(key)
         specs.append((question, answer, others))
     rng.shuffle(specs)

@@ -76,18 +76,10 @@ class SuiteManifest(BaseModel):
     @model_validator(mode="after")
     def _template_fields(self) -> SuiteManifest:
         try:
-            fields = {
-                f
-                for _, f, _, _ in string.Formatter().parse(self.prompt_template)
-                if f is not None
-            }
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt_template) if f is not None}
         except ValueError as exc:
-            raise ValueError(
-                f"prompt_template is not a valid format string: {exc}"
-            ) from None
-        allowed = (
-            {"input", "choices"} if self.task_type == "multiple_choice" else {"input"}
-        )
+            raise ValueError(f"prompt_template is not a valid format string: {exc}") from None
+        allowed = {"input", "choices"} if self.task_type == "multiple_choice" else {"input"}
         if "input" not in fields:
             raise ValueError("prompt_template must contain {input}")
         if self.task_type == "multiple_choice" and "choices" not in fields:
@@ -128,9 +120,7 @@ class Item(BaseModel):
             if self.gold is None:
                 raise ValueError("multiple-choice items need 'gold'")
             if not 0 <= self.gold < len(self.choices):
-                raise ValueError(
-                    f"gold {self.gold} out of range 0..{len(self.choices) - 1}"
-                )
+                raise ValueError(f"gold {self.gold} out of range 0..{len(self.choices) - 1}")
         elif self.reference is None:
             raise ValueError("generation items need 'reference'")
         return self
@@ -138,21 +128,15 @@ class Item(BaseModel):
 
 def render_choices(choices: Iterable[str]) -> str:
     """Render options as "A. first\\nB. second..."."""
-    return "\n".join(
-        f"{OPTION_LETTERS[i]}. {choice}" for i, choice in enumerate(choices)
-    )
+    return "\n".join(f"{OPTION_LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
 
 
 def _check_item_fits(manifest: SuiteManifest, item: Item) -> None:
     """Raise ValueError when a valid item does not fit this manifest."""
     if item.split not in manifest.splits:
-        raise ValueError(
-            f"unknown split {item.split!r}; suite splits are {manifest.splits}"
-        )
+        raise ValueError(f"unknown split {item.split!r}; suite splits are {manifest.splits}")
     if manifest.task_type == "multiple_choice" and not item.is_multiple_choice:
-        raise ValueError(
-            f"item {item.id!r} has no choices but the suite is multiple_choice"
-        )
+        raise ValueError(f"item {item.id!r} has no choices but the suite is multiple_choice")
     if manifest.task_type == "generation" and item.is_multiple_choice:
         raise ValueError(f"item {item.id!r} has choices but the suite is generation")
 
@@ -192,39 +176,31 @@ class Suite:
             "manifest": self.manifest.model_dump(mode="json"),
             "items": [item.model_dump(mode="json") for item in self.items],
         }
-        canonical = json.dumps(
-            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def split(self, name: str) -> list[Item]:
         """Items of split ``name``."""
         if name not in self.manifest.splits:
-            raise SuiteError(
-                f"unknown split {name!r}; suite {self.name!r} has {self.manifest.splits}"
-            )
+            raise SuiteError(f"unknown split {name!r}; suite {self.name!r} has {self.manifest.splits}")
         return [item for item in self.items if item.split == name]
 
     def _format(self, text: str, choices: list[str] | None) -> str:
-        return self.manifest.prompt_template.format(
-            input=text, choices=render_choices(choices or [])
-        )
+        return self.manifest.prompt_template.format(input=text, choices=render_choices(choices or []))
 
     def render_prompt(self, item: Item) -> str:
         """Few-shot examples followed by the item, all rendered with the manifest's template."""
         shots = [
-            self._format(shot.input, shot.choices) + TARGET_DELIMITER + shot.output
-            for shot in self.manifest.few_shot
+            self._format(shot.input, shot.choices) + TARGET_DELIMITER + shot.output for shot in self.manifest.few_shot
         ]
         return FEWSHOT_DELIMITER.join([*shots, self._format(item.input, item.choices)])
 
     def reference_answer(self, item: Item) -> str:
         """The expected answer: the gold letter for MC items, else the reference text."""
-        if item.is_multiple_choice:
-            assert item.gold is not None  # guaranteed by Item validation
+        # Item validation guarantees gold for MC items and a reference otherwise.
+        if item.is_multiple_choice and item.gold is not None:
             return OPTION_LETTERS[item.gold]
-        assert item.reference is not None
-        return item.reference
+        return item.reference or ""
 
     def score(self, item: Item, generated_text: str) -> tuple[str, float]:
         """Extract the answer from ``generated_text`` and score it; returns (prediction, score)."""
@@ -249,11 +225,7 @@ def _top_level_key_lines(text: str) -> dict[str, int]:
         return {}
     if not isinstance(node, yaml.MappingNode):
         return {}
-    return {
-        key.value: key.start_mark.line + 1
-        for key, _ in node.value
-        if isinstance(key, yaml.ScalarNode)
-    }
+    return {key.value: key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)}
 
 
 def _load_manifest(text: str, file: str) -> SuiteManifest:
@@ -297,16 +269,12 @@ def load_suite(
                 line=lineno,
             ) from None
         if not isinstance(data, dict):
-            raise SuiteError(
-                "each line must be a JSON object", file=items_file, line=lineno
-            )
+            raise SuiteError("each line must be a JSON object", file=items_file, line=lineno)
         try:
             item = Item.model_validate(data)
             _check_item_fits(manifest, item)
         except ValidationError as exc:
-            raise SuiteError(
-                _validation_message(exc), file=items_file, line=lineno
-            ) from None
+            raise SuiteError(_validation_message(exc), file=items_file, line=lineno) from None
         except ValueError as exc:
             raise SuiteError(str(exc), file=items_file, line=lineno) from None
         if item.id in seen:
@@ -327,9 +295,7 @@ class _ReadableDumper(yaml.SafeDumper):
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = (
-        "|" if "\n" in value and value.strip() and value == value.rstrip(" ") else None
-    )
+    style = "|" if "\n" in value and value.strip() and value == value.rstrip(" ") else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -345,8 +311,6 @@ def dump_suite(suite: Suite) -> tuple[str, str]:
         allow_unicode=True,
     )
     items_jsonl = "".join(
-        json.dumps(item.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
-        + "\n"
-        for item in suite.items
+        json.dumps(item.model_dump(mode="json", exclude_none=True), ensure_ascii=False) + "\n" for item in suite.items
     )
     return manifest_text, items_jsonl

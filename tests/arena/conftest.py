@@ -90,20 +90,41 @@ def database_url() -> str:
 class WorkerProcess:
     """A real `celery worker` process on both queues, against the test database and Redis."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None, concurrency: int = 1):
+    def __init__(self, model_roots: list[Path], extra_env: dict[str, str] | None = None, concurrency: int = 1):
         self.env = dict(
-            os.environ, DATABASE_URL=database_url(), REDIS_URL=settings.REDIS_URL, PYTHONUNBUFFERED="1",
-            ARENA_MODEL_ROOTS=",".join(str(p) for p in settings.ARENA_MODEL_ROOTS), **(extra_env or {}),
+            os.environ,
+            DATABASE_URL=database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            PYTHONUNBUFFERED="1",
+            ARENA_MODEL_ROOTS=",".join(str(p) for p in model_roots),
+            **(extra_env or {}),
         )
         self.concurrency = concurrency
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "arena", "worker", "-Q", "gpu,cpu", "--concurrency",
-             str(self.concurrency), "--loglevel", "WARNING", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
-             "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "arena",
+                "worker",
+                "-Q",
+                "gpu,cpu",
+                "--concurrency",
+                str(self.concurrency),
+                "--loglevel",
+                "WARNING",
+                "-n",
+                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
         )
         return self
 
@@ -122,8 +143,14 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker(transactional_db, clean_redis, settings):
-    w = WorkerProcess().start()
+def worker_roots(settings, tmp_path_factory) -> list[Path]:
+    """Model roots the worker accepts: the configured ones and the tests' temporary folders."""
+    return [*settings.ARENA_MODEL_ROOTS, tmp_path_factory.getbasetemp()]
+
+
+@pytest.fixture
+def worker(transactional_db, clean_redis, worker_roots):
+    w = WorkerProcess(worker_roots).start()
     yield w
     w.stop()
 
@@ -136,3 +163,9 @@ def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: st
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness costs seconds per test and proves nothing here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

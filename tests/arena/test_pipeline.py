@@ -86,7 +86,10 @@ def test_a_second_run_of_new_blends_makes_no_new_model_calls(worker, team, owner
     generations = Generation.objects.count()
 
     shortest = register_blend(
-        team, name="vote-shortest", strategy="majority_vote", params={"tie_break": "shortest"},
+        team,
+        name="vote-shortest",
+        strategy="majority_vote",
+        params={"tie_break": "shortest"},
         members=[m.name for m in members],
     )
     second = create_run(team, suite, [blend, shortest], user=owner)
@@ -107,11 +110,15 @@ def test_a_broken_member_fails_its_entry_and_blend_with_the_reason_while_others_
     broken.write_bytes(b"GGUF" + b"\x00" * 64)  # right magic, nothing a loader can read
     bad = register_model(team, name="broken", kind="gguf", config={"path": str(broken)}, user=owner)
     down = register_model(
-        team, name="unreachable", kind="openai", user=owner,
+        team,
+        name="unreachable",
+        kind="openai",
+        user=owner,
         config={"base_url": "http://127.0.0.1:9/v1", "model": "x", "max_retries": 0, "timeout_s": 2},
     )
-    blend = register_blend(team, name="vote-with-broken", strategy="majority_vote", params={},
-                           members=[members[0].name, bad.name])
+    blend = register_blend(
+        team, name="vote-with-broken", strategy="majority_vote", params={}, members=[members[0].name, bad.name]
+    )
     run = create_run(team, suite, [members[0], bad, down, blend], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
 
@@ -152,7 +159,9 @@ def test_the_leaderboard_socket_hears_scores_as_they_are_stored(worker, team, ow
     assert Run.objects.get(pk=run.pk).state == State.DONE
 
 
-def test_an_outsider_cannot_subscribe_to_another_teams_run(transactional_db, clean_redis, team, outsider, owner, setup_entries):
+def test_an_outsider_cannot_subscribe_to_another_teams_run(
+    transactional_db, clean_redis, team, outsider, owner, setup_entries
+):
     suite, members, _ = setup_entries
     run = create_run(team, suite, members, user=owner)
     app = URLRouter(websocket_urlpatterns)

@@ -45,7 +45,9 @@ def test_a_hf_model_registers_through_the_api(api, models_root):
 
 
 def test_a_model_path_that_does_not_exist_is_a_422_and_stores_nothing(api, models_root):
-    response = api("post", "/entries", {"name": "ghost", "kind": "gguf", "config": {"path": str(models_root.parent / "nope.gguf")}})
+    response = api(
+        "post", "/entries", {"name": "ghost", "kind": "gguf", "config": {"path": str(models_root.parent / "nope.gguf")}}
+    )
     assert response.status_code == 422
     assert "does not exist" in response.json()["detail"]["config"][0]
     assert not Entry.objects.exists()
@@ -80,7 +82,11 @@ def test_an_unknown_strategy_suggests_the_closest_name(api, team, models_root):
 def test_a_bad_strategy_parameter_names_the_field(api, team, models_root):
     for name in ("a", "b"):
         register_model(team, name=name, kind="hf", config={"path": str(models_root)})
-    response = api("post", "/blends", {"name": "v", "strategy": "majority_vote", "params": {"tie_break": "coin"}, "members": ["a", "b"]})
+    response = api(
+        "post",
+        "/blends",
+        {"name": "v", "strategy": "majority_vote", "params": {"tie_break": "coin"}, "members": ["a", "b"]},
+    )
     assert response.status_code == 422
     assert "tie_break" in response.json()["detail"]["params"][0]
     assert not BlendMember.objects.exists()
@@ -93,8 +99,16 @@ def test_a_blend_of_unknown_members_is_refused(api):
 
 
 def test_an_endpoint_key_is_stored_encrypted_and_never_returned(api, team):
-    response = api("post", "/entries", {"name": "remote", "kind": "openai", "api_key": "sk-very-secret",
-                                        "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}})
+    response = api(
+        "post",
+        "/entries",
+        {
+            "name": "remote",
+            "kind": "openai",
+            "api_key": "sk-very-secret",
+            "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
+        },
+    )
     assert response.status_code == 201
     assert "sk-very-secret" not in response.content.decode()
     entry = Entry.objects.get(name="remote")
@@ -107,7 +121,12 @@ def test_malformed_bodies_are_4xx_not_500(api):
     assert api("post", "/entries", {"name": "x"}).status_code == 422
     assert api("post", "/entries", {"name": "x", "kind": "pickle", "config": {}}).status_code == 422
     assert api("post", "/runs", {"suite": "nope", "entries": ["a"]}).status_code == 422
-    assert api("post", "/entries", {"name": "x", "kind": "hf", "config": {"path": "/x", "trust_remote_code": True}}).status_code == 422
+    assert (
+        api(
+            "post", "/entries", {"name": "x", "kind": "hf", "config": {"path": "/x", "trust_remote_code": True}}
+        ).status_code
+        == 422
+    )
 
 
 def test_a_wrong_token_is_401(api):
@@ -118,7 +137,10 @@ def test_a_wrong_token_is_401(api):
 def test_a_viewer_token_reads_but_cannot_register(api, team):
     _, viewer_token = ApiToken.issue(team, "read", role=Role.VIEWER)
     assert api("get", "/entries", auth=viewer_token).status_code == 200
-    assert api("post", "/entries", {"name": "x", "kind": "hf", "config": {"path": "/x"}}, auth=viewer_token).status_code == 403
+    assert (
+        api("post", "/entries", {"name": "x", "kind": "hf", "config": {"path": "/x"}}, auth=viewer_token).status_code
+        == 403
+    )
 
 
 def test_another_teams_run_is_404_through_the_api(api, team, models_root):
@@ -142,7 +164,9 @@ def test_starting_a_run_through_the_api_records_it_with_its_members(api, team, m
 
 def test_registering_a_model_on_the_page_with_a_bad_path_shows_the_error(owner, team, models_root):
     client = csrf_client(owner)
-    response = post_form(client, f"/t/{team.slug}/entries/", {"name": "x", "kind": "gguf", "config": '{"path": "/nope.gguf"}'})
+    response = post_form(
+        client, f"/t/{team.slug}/entries/", {"name": "x", "kind": "gguf", "config": '{"path": "/nope.gguf"}'}
+    )
     assert response.status_code == 302
     page = client.get(response["Location"])
     assert b"outside the allowed model roots" in page.content or b"does not exist" in page.content
@@ -161,12 +185,16 @@ def test_viewers_cannot_register_on_the_page(viewer, team):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/t/red/", "/t/red/leaderboard/arithmetic/", "/t/red/runs/1/", "/t/red/entries/1/", "/t/red/admin/"])
+@pytest.mark.parametrize(
+    "path", ["/t/red/", "/t/red/leaderboard/arithmetic/", "/t/red/runs/1/", "/t/red/entries/1/", "/t/red/admin/"]
+)
 def test_an_outsider_gets_404_on_every_team_page(outsider, team, path):
     assert csrf_client(outsider).get(path).status_code == 404
 
 
-def test_the_leaderboard_page_renders_with_a_constant_number_of_queries(owner, team, models_root, django_assert_max_num_queries):
+def test_the_leaderboard_page_renders_with_a_constant_number_of_queries(
+    owner, team, models_root, django_assert_max_num_queries
+):
     client = csrf_client(owner)
     with django_assert_max_num_queries(12):
         assert client.get(f"/t/{team.slug}/leaderboard/arithmetic/").status_code == 200

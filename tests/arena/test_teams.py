@@ -35,9 +35,7 @@ def test_login_with_wrong_password_shows_an_error():
     assert b"did not match" in response.content
 
 
-@pytest.mark.parametrize(
-    "persona, status", [("owner", 200), ("teammate", 403), ("viewer", 403), ("outsider", 404)]
-)
+@pytest.mark.parametrize("persona, status", [("owner", 200), ("teammate", 403), ("viewer", 403), ("outsider", 404)])
 def test_only_owners_open_the_team_admin_and_outsiders_see_nothing(request, team, persona, status):
     user = request.getfixturevalue(persona)
     assert csrf_client(user).get(f"/t/{team.slug}/admin/").status_code == status
@@ -51,7 +49,9 @@ def test_the_dashboard_is_for_members_only(request, team, persona, status):
 
 def test_an_owner_invites_and_the_invitee_joins_with_the_given_role(owner, team, outsider):
     client = csrf_client(owner)
-    response = post_form(client, f"/t/{team.slug}/admin/", {"action": "invite", "email": "o@example.com", "role": "viewer"})
+    response = post_form(
+        client, f"/t/{team.slug}/admin/", {"action": "invite", "email": "o@example.com", "role": "viewer"}
+    )
     link = response.context["invite_link"]
     raw = link.rstrip("/").rsplit("/", 1)[1]
     assert Invitation.objects.get().digest == hash_token(raw)
@@ -90,7 +90,9 @@ def test_the_last_owner_cannot_be_removed_or_demoted(owner, team):
 
 def test_an_owner_cannot_touch_a_membership_of_another_team(owner, outsider, team):
     other = Membership.objects.get(user=outsider)
-    response = post_form(csrf_client(owner), f"/t/{team.slug}/admin/", {"action": "role", "membership": other.pk, "role": "viewer"})
+    response = post_form(
+        csrf_client(owner), f"/t/{team.slug}/admin/", {"action": "role", "membership": other.pk, "role": "viewer"}
+    )
     assert response.status_code == 404
     other.refresh_from_db()
     assert other.role == Role.OWNER

@@ -16,10 +16,7 @@ def test_builtin_suite_is_identical_for_the_same_seed_and_size(name):
 
 @pytest.mark.parametrize("name", ["arithmetic", "mc_knowledge"])
 def test_builtin_suite_differs_for_another_seed(name):
-    assert (
-        get_builtin(name, seed=0, size=40).content_hash()
-        != get_builtin(name, seed=1, size=40).content_hash()
-    )
+    assert get_builtin(name, seed=0, size=40).content_hash() != get_builtin(name, seed=1, size=40).content_hash()
 
 
 @pytest.mark.parametrize("name", ["arithmetic", "mc_knowledge"])
@@ -48,9 +45,7 @@ def test_arithmetic_answers_are_correct_for_plain_sums_and_differences():
         if item.input.startswith("What is "):
             expression = item.input.removeprefix("What is ").removesuffix("?")
             a, op, b = expression.split()
-            assert int(item.reference) == (
-                int(a) + int(b) if op == "+" else int(a) - int(b)
-            )
+            assert int(item.reference) == (int(a) + int(b) if op == "+" else int(a) - int(b))
 
 
 def test_arithmetic_manifest_matches_the_demo_recipe():

@@ -48,10 +48,7 @@ def test_letter_extractor_finds_the_chosen_option(text, expected):
 
 
 def test_first_line_extractor_skips_blank_lines_and_strips():
-    assert (
-        extract("first_line", "\n\n  Paris is the capital \nBerlin")
-        == "Paris is the capital"
-    )
+    assert extract("first_line", "\n\n  Paris is the capital \nBerlin") == "Paris is the capital"
     assert extract("first_line", "   \n") == ""
 
 

@@ -60,10 +60,7 @@ def test_unknown_name_suggests_closest_name():
     registry = make_registry()
     with pytest.raises(UnknownNameError) as info:
         registry.get("majority_vot")
-    assert (
-        str(info.value)
-        == "unknown widget 'majority_vot'; did you mean 'majority_vote'?"
-    )
+    assert str(info.value) == "unknown widget 'majority_vot'; did you mean 'majority_vote'?"
 
 
 def test_unknown_name_without_close_match_lists_known_names():

@@ -35,12 +35,7 @@ def test_bootstrap_interval_narrows_as_items_grow():
 
 def test_bootstrap_handles_empty_and_single_samples():
     empty = bootstrap_mean([])
-    assert (
-        empty.n == 0
-        and math.isnan(empty.mean)
-        and math.isnan(empty.low)
-        and math.isnan(empty.high)
-    )
+    assert empty.n == 0 and math.isnan(empty.mean) and math.isnan(empty.low) and math.isnan(empty.high)
     assert bootstrap_mean([0.25]) == Interval(0.25, 0.25, 0.25, 1)
 
 

@@ -27,24 +27,18 @@ def test_majority_vote_picks_the_most_common_answer():
 
 
 def test_majority_vote_counts_answers_case_and_whitespace_insensitively():
-    decision = make_strategy("majority_vote").combine(
-        answers(("a", "Paris"), ("b", " paris "), ("c", "Rome"))
-    )
+    decision = make_strategy("majority_vote").combine(answers(("a", "Paris"), ("b", " paris "), ("c", "Rome")))
     assert decision.answer == "Paris"
     assert decision.details["supporters"] == ["a", "b"]
 
 
 def test_majority_vote_keeps_negative_and_positive_numbers_apart():
-    decision = make_strategy("majority_vote").combine(
-        answers(("a", "-5"), ("b", "5"), ("c", "5"))
-    )
+    decision = make_strategy("majority_vote").combine(answers(("a", "-5"), ("b", "5"), ("c", "5")))
     assert decision.answer == "5"
 
 
 def test_majority_vote_breaks_ties_by_member_order():
-    decision = make_strategy("majority_vote").combine(
-        answers(("a", "B"), ("b", "A"), ("c", "A"), ("d", "B"))
-    )
+    decision = make_strategy("majority_vote").combine(answers(("a", "B"), ("b", "A"), ("c", "A"), ("d", "B")))
     assert decision.answer == "B"
     assert decision.details["tied"] == ["B", "A"]
 
@@ -57,9 +51,7 @@ def test_majority_vote_can_break_ties_by_the_shortest_answer():
 
 
 def test_majority_vote_ignores_abstentions():
-    decision = make_strategy("majority_vote").combine(
-        answers(("a", ""), ("b", ""), ("c", "4"))
-    )
+    decision = make_strategy("majority_vote").combine(answers(("a", ""), ("b", ""), ("c", "4")))
     assert decision.answer == "4"
     assert decision.details["abstained"] == ["a", "b"]
 
@@ -91,9 +83,7 @@ def test_unknown_strategy_suggests_closest_name():
 
 
 def test_bad_param_value_gives_params_error_naming_the_field():
-    with pytest.raises(
-        ParamsError, match="tie_break: must be one of 'member_order' or 'shortest'"
-    ):
+    with pytest.raises(ParamsError, match="tie_break: must be one of 'member_order' or 'shortest'"):
         make_strategy("majority_vote", {"tie_break": "longest"})
 
 
@@ -113,7 +103,5 @@ def test_out_of_range_param_gives_params_error_naming_the_allowed_range():
             return Decision(answer=answers[0].answer)
 
     assert TopK({"k": 3}).params.k == 3
-    with pytest.raises(
-        ParamsError, match=r"invalid params for 'top_k': k: must be >= 1 \(got 0\)"
-    ):
+    with pytest.raises(ParamsError, match=r"invalid params for 'top_k': k: must be >= 1 \(got 0\)"):
         TopK({"k": 0})

@@ -87,9 +87,7 @@ def test_generation_scoring_extracts_the_number_before_matching():
 
 def test_content_hash_changes_when_an_item_changes():
     suite = load_suite(GEN_MANIFEST, GEN_ITEMS)
-    edited = load_suite(
-        GEN_MANIFEST, GEN_ITEMS.replace('"reference": "6"', '"reference": "7"')
-    )
+    edited = load_suite(GEN_MANIFEST, GEN_ITEMS.replace('"reference": "6"', '"reference": "7"'))
     assert suite.content_hash() == load_suite(GEN_MANIFEST, GEN_ITEMS).content_hash()
     assert suite.content_hash() != edited.content_hash()
 
@@ -117,27 +115,21 @@ def test_bad_json_names_the_items_file_and_line():
 
 
 def test_gold_out_of_range_names_the_line():
-    items = MC_ITEMS + jsonl(
-        {"id": "q3", "input": "?", "choices": ["x", "y"], "gold": 2, "split": "dev"}
-    )
+    items = MC_ITEMS + jsonl({"id": "q3", "input": "?", "choices": ["x", "y"], "gold": 2, "split": "dev"})
     error = load_error(MC_MANIFEST, items)
     assert error.line == 3
     assert "gold 2 out of range" in str(error)
 
 
 def test_duplicate_item_id_names_both_lines():
-    items = GEN_ITEMS + jsonl(
-        {"id": "g1", "input": "again", "reference": "1", "split": "dev"}
-    )
+    items = GEN_ITEMS + jsonl({"id": "g1", "input": "again", "reference": "1", "split": "dev"})
     error = load_error(GEN_MANIFEST, items)
     assert error.line == 3
     assert "duplicate item id 'g1' (first on line 1)" in str(error)
 
 
 def test_missing_field_names_the_field_and_line():
-    error = load_error(
-        GEN_MANIFEST, jsonl({"id": "g1", "reference": "4", "split": "dev"})
-    )
+    error = load_error(GEN_MANIFEST, jsonl({"id": "g1", "reference": "4", "split": "dev"}))
     assert error.line == 1
     assert "input" in str(error)
 
@@ -169,9 +161,7 @@ def test_unknown_metric_names_the_manifest_line_and_suggests_a_fix():
 
 
 def test_python_object_yaml_tags_are_refused():
-    manifest = (
-        'name: evil\nversion: "1"\nx: !!python/object/apply:os.system ["echo pwned"]\n'
-    )
+    manifest = 'name: evil\nversion: "1"\nx: !!python/object/apply:os.system ["echo pwned"]\n'
     error = load_error(manifest, GEN_ITEMS)
     assert error.file == "suite.yaml"
     assert error.line == 3

