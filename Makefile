@@ -20,6 +20,7 @@ up: $(VENV)/.installed
 	$(PY) manage.py up --port $(PORT)
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check arena ensembles tests
 	ARENA_DATA_DIR=$(CURDIR)/data/test $(PY) manage.py fetch_models
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/data/test \
 		$(PY) -m pytest $(PYTEST_ARGS)

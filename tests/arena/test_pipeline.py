@@ -177,3 +177,17 @@ def test_an_outsider_cannot_subscribe_to_another_teams_run(
     assert asyncio.run(try_connect(owner))[0] is True
     assert get_channel_layer().__class__.__name__ == "RedisChannelLayer"
     assert Entry.objects.filter(team=team).count() == 4
+
+
+def test_a_websocket_from_a_foreign_origin_is_refused(transactional_db, clean_redis, team, owner):
+    from arena.asgi import application
+
+    async def try_origin(origin: bytes):
+        communicator = WebsocketCommunicator(
+            application, f"/ws/t/{team.slug}/leaderboard/arithmetic/", headers=[(b"origin", origin), (b"host", b"localhost")]
+        )
+        connected, _ = await communicator.connect()
+        await communicator.disconnect()
+        return connected
+
+    assert asyncio.run(try_origin(b"http://evil.example")) is False
