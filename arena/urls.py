@@ -21,6 +21,7 @@ urlpatterns = [
     path("t/<slug:team>/admin/", teams.team_admin, name="team_admin"),
     path("t/<slug:team>/entries/", board.register_entry, name="register_entry"),
     path("t/<slug:team>/entries/<int:entry_id>/", board.entry_detail, name="entry"),
+    path("t/<slug:team>/suites/builtin/", board.add_builtin_suite, name="add_builtin_suite"),
     path("t/<slug:team>/runs/", board.start_run, name="start_run"),
     path("t/<slug:team>/runs/<int:run_id>/", board.run_detail, name="run"),
     path("t/<slug:team>/leaderboard/<slug:suite>/", board.leaderboard, name="leaderboard"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from arena.benchmarks.models import Suite, SuiteItem
@@ -20,15 +19,16 @@ def import_suite(team: Team, suite: LibSuite) -> Suite:
     if existing is not None:
         return existing
     manifest = suite.manifest
-    if Suite.objects.filter(team=team, name=manifest.name, version=manifest.version).exists():
-        raise ValidationError(
-            {"version": f"{manifest.name} v{manifest.version} exists with other content; bump the version"}
-        )
+    version = manifest.version
+    if Suite.objects.filter(team=team, name=manifest.name, version=version).exists():
+        # Other content under a version already used: a new version, so earlier results stay
+        # attached to the content they were computed on.
+        version = f"{manifest.version}+{digest[:8]}"
     with transaction.atomic():
         row = Suite.objects.create(
             team=team,
             name=manifest.name,
-            version=manifest.version,
+            version=version,
             content_hash=digest,
             task_type=manifest.task_type,
             description=manifest.description,

@@ -6,6 +6,7 @@ constraints, so a redelivered task or a second worker changes nothing.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import subprocess
@@ -33,7 +34,7 @@ from ensembles import stats
 from ensembles.backends import BackendError, DecodingParams, ModelPool
 from ensembles.backends.base import digest_json
 from ensembles.errors import EnsembleError
-from ensembles.strategies import MemberAnswer, make_strategy
+from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, Strategy, make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -365,10 +366,18 @@ def combine_blend(run_entry_id: int) -> None:
     advance_run(run.pk)
 
 
+def build_strategy(blend: Entry) -> Strategy:
+    """The blend's strategy; those that embed inputs get the shipped MiniLM encoder."""
+    cls = STRATEGIES.get(blend.strategy)
+    if "embedder" in inspect.signature(cls.__init__).parameters:
+        return cls(blend.params, embedder=MiniLMEmbedder(settings.MODELS_DIR / "all-MiniLM-L6-v2"))
+    return cls(blend.params)
+
+
 def _combine(run: Run, blend: Entry) -> None:
     suite = library_suite(run.suite)
     members = blend.ordered_members()
-    strategy = make_strategy(blend.strategy, blend.params)
+    strategy = build_strategy(blend)
     scores = Score.objects.filter(run=run, entry__in=members).select_related("generation", "item")
     grid: dict[int, dict[int, Score]] = defaultdict(dict)
     items: dict[int, SuiteItem] = {}
@@ -393,12 +402,21 @@ def _combine(run: Run, blend: Entry) -> None:
         dev = [i for i, it in items.items() if it.split == "dev"]
         if not dev:
             raise EnsembleError(f"{blend.strategy} learns from the dev split, and this run has none")
-        strategy.fit([answers(i) for i in dev], [suite.reference_answer(library_item(items[i])) for i in dev])
+        strategy.fit(
+            [answers(i) for i in dev],
+            [suite.reference_answer(library_item(items[i])) for i in dev],
+            dev_inputs=[items[i].data["input"] for i in dev],
+        )
+    by_name = {m.name: m.pk for m in members}
     out = []
     for item_id, row in grid.items():
-        decision = strategy.combine(answers(item_id))
+        decision = strategy.combine(answers(item_id), item_input=items[item_id].data["input"])
         prediction, value = suite.score(library_item(items[item_id]), decision.answer)
-        member_scores = list(row.values())
+        used = (
+            list(row.values())
+            if decision.consulted is None
+            else [row[by_name[n]] for n in decision.consulted if by_name.get(n) in row]
+        )
         out.append(
             Score(
                 run=run,
@@ -407,11 +425,11 @@ def _combine(run: Run, blend: Entry) -> None:
                 prediction=prediction,
                 value=value,
                 details=decision.details,
-                member_calls=sum(s.member_calls for s in member_scores),
-                tokens=sum(s.tokens for s in member_scores),
-                compute_s=sum(s.compute_s for s in member_scores),
-                # Members run side by side, so the blend waits for the slowest.
-                latency_s=max((s.latency_s for s in member_scores), default=0.0),
+                member_calls=decision.member_calls,
+                tokens=sum(s.tokens for s in used),
+                compute_s=sum(s.compute_s for s in used),
+                # Members run side by side, so the blend waits for the slowest it consulted.
+                latency_s=max((s.latency_s for s in used), default=0.0),
             )
         )
     Score.objects.bulk_create(out, ignore_conflicts=True)

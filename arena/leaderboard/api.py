@@ -15,6 +15,7 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 
 from arena.benchmarks.models import Suite
+from arena.benchmarks.services import import_suite
 from arena.evaluations import services as evaluations
 from arena.evaluations.models import Run
 from arena.leaderboard import services
@@ -22,6 +23,8 @@ from arena.registry import services as registry
 from arena.registry.models import Entry
 from arena.teams.models import ROLE_RANK, ApiToken, Role
 from arena.teams.services import authenticate_token
+from ensembles.errors import EnsembleError
+from ensembles.suites import get_builtin
 
 
 class TokenAuth(HttpBearer):
@@ -81,6 +84,12 @@ class SuiteOut(Schema):
     content_hash: str
     task_type: str
     items: int
+
+
+class BuiltinSuiteIn(Schema):
+    name: str = Field(..., min_length=1, max_length=64)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    size: int | None = Field(None, ge=2, le=10000)
 
 
 class RunIn(Schema):
@@ -151,6 +160,25 @@ def list_suites(request):
         }
         for s in qs
     ]
+
+
+@api.post("/suites/builtin", response={201: SuiteOut})
+def add_builtin_suite(request, body: BuiltinSuiteIn):
+    """Add one of the project's generated suites (reproducible from its seed) to the team."""
+    _require(request, Role.MEMBER)
+    try:
+        lib = get_builtin(body.name, seed=body.seed, size=body.size)
+    except EnsembleError as exc:
+        raise ValidationError({"name" if isinstance(exc, KeyError) else "size": str(exc)}) from None
+    s = import_suite(request.auth.team, lib)
+    return 201, {
+        "id": s.pk,
+        "name": s.name,
+        "version": s.version,
+        "content_hash": s.content_hash,
+        "task_type": s.task_type,
+        "items": s.items.count(),
+    }
 
 
 @api.post("/runs", response={201: dict[str, Any]})

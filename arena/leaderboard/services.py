@@ -54,7 +54,7 @@ def _with_entries(qs):
 def board(team: Team, suite_name: str) -> dict:
     """The latest result of every entry the team evaluated on any version of ``suite_name``."""
     latest = (
-        RunEntry.objects.filter(entry=OuterRef("entry"), run__team=team, run__suite__name=suite_name, is_target=True)
+        RunEntry.objects.filter(entry=OuterRef("entry"), run__team=team, run__suite__name=suite_name)
         .exclude(run__state=State.QUEUED)
         .order_by("-run__created_at")
         .values("pk")[:1]

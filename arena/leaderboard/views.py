@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from arena.benchmarks.models import Suite
+from arena.benchmarks.services import import_suite
 from arena.evaluations import services as evaluations
 from arena.evaluations.models import Run
 from arena.leaderboard import services
@@ -20,7 +21,9 @@ from arena.registry import services as registry
 from arena.registry.models import Entry, Kind
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role
+from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES
+from ensembles.suites import BUILTIN_SUITES, get_builtin
 
 EXPORT_COLUMNS = [
     "entry",
@@ -66,6 +69,7 @@ def dashboard(request, team: str):
             "suites": Suite.objects.filter(team=t),
             "runs": Run.objects.filter(team=t).select_related("suite")[:20],
             "strategies": [STRATEGIES.get(n) for n in STRATEGIES.names()],
+            "builtin_suites": BUILTIN_SUITES.names(),
             "model_kinds": [(k.value, k.label) for k in (Kind.HF, Kind.GGUF, Kind.OPENAI, Kind.MERGE)],
         },
     )
@@ -132,6 +136,25 @@ def start_run(request, team: str):
             messages.error(request, msg)
         return redirect("dashboard", team=t.slug)
     return redirect("run", team=t.slug, run_id=run.pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def add_builtin_suite(request, team: str):
+    t = team_for(request.user, team, Role.MEMBER)
+    name = request.POST.get("name", "")
+    size = request.POST.get("size", "").strip()
+    try:
+        if size and not size.isdigit():
+            raise ValidationError({"size": "size must be a whole number"})
+        suite = import_suite(t, get_builtin(name, size=int(size) if size else None))
+    except (EnsembleError, ValidationError) as exc:
+        msgs = _errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        for msg in msgs:
+            messages.error(request, msg)
+    else:
+        messages.success(request, f"Added {suite.name} v{suite.version} ({suite.items.count()} items).")
+    return redirect("dashboard", team=t.slug)
 
 
 @login_required

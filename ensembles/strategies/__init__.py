@@ -1,6 +1,16 @@
 """Ensemble strategies: combine member answers into one decision."""
 
-from ensembles.strategies import vote  # noqa: F401  (registers built-in strategies)
+# Imported for their side effect: each module registers its built-in strategies.
+from ensembles.strategies import (  # noqa: F401
+    bagging,
+    cascade,
+    pool,
+    router,
+    selection,
+    stacking,
+    vote,
+    weighted,
+)
 from ensembles.strategies.base import (
     STRATEGIES,
     Decision,
@@ -8,5 +18,6 @@ from ensembles.strategies.base import (
     Strategy,
     make_strategy,
 )
+from ensembles.strategies.embed import Embedder, MiniLMEmbedder
 
-__all__ = ["STRATEGIES", "Decision", "MemberAnswer", "Strategy", "make_strategy"]
+__all__ = ["STRATEGIES", "Decision", "Embedder", "MemberAnswer", "MiniLMEmbedder", "Strategy", "make_strategy"]

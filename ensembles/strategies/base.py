@@ -22,6 +22,8 @@ class MemberAnswer:
     text: str = ""  # raw generation
     # Mean token log-probability, when the backend reports it.
     logprob: float | None = None
+    # Multiple choice: option letter -> the member's log-likelihood of that option, when scored.
+    option_logprobs: dict[str, float] | None = None
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Decision:
     answer: str
     details: dict[str, Any] = field(default_factory=dict)
     member_calls: int = 0  # member generations the decision consumed
+    # Members whose outputs the decision used (for cost); None means all of them.
+    consulted: list[str] | None = None
 
 
 class Strategy(ABC):
@@ -56,12 +60,17 @@ class Strategy(ABC):
         self,
         dev_outputs: Sequence[Sequence[MemberAnswer]],
         dev_references: Sequence[str],
+        *,
+        dev_inputs: Sequence[str] | None = None,
     ) -> None:
-        """Learn from dev-split member answers (one list per item) and references; default no-op."""
+        """Learn from dev-split member answers (one list per item) and references; default no-op.
+
+        ``dev_inputs`` are the dev items' input texts, for strategies that look at the question.
+        """
 
     @abstractmethod
-    def combine(self, answers: list[MemberAnswer]) -> Decision:
-        """Decide one item's answer from its members' answers."""
+    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+        """Decide one item's answer from its members' answers (``item_input``: the item's input text)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params.model_dump()})"

@@ -184,10 +184,35 @@ def test_a_websocket_from_a_foreign_origin_is_refused(transactional_db, clean_re
 
     async def try_origin(origin: bytes):
         communicator = WebsocketCommunicator(
-            application, f"/ws/t/{team.slug}/leaderboard/arithmetic/", headers=[(b"origin", origin), (b"host", b"localhost")]
+            application,
+            f"/ws/t/{team.slug}/leaderboard/arithmetic/",
+            headers=[(b"origin", origin), (b"host", b"localhost")],
         )
         connected, _ = await communicator.connect()
         await communicator.disconnect()
         return connected
 
     assert asyncio.run(try_origin(b"http://evil.example")) is False
+
+
+def test_learned_blends_fit_on_dev_and_report_test_with_what_they_consulted(worker, team, owner, setup_entries):
+    suite, members, _ = setup_entries
+    names = [m.name for m in members]
+    weighted = register_blend(team, name="weighted", strategy="weighted_vote", params={}, members=names)
+    cascade = register_blend(team, name="cascade", strategy="cascade", params={"max_cost": 1.5}, members=names)
+    run = create_run(team, suite, [weighted, cascade], user=owner)
+    assert run.splits == ["test", "dev"]
+    run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
+
+    assert run.state == State.DONE, run.error
+    test_items = SUITE_SIZE // 2
+    for blend in (weighted, cascade):
+        assert Score.objects.filter(run=run, entry=blend).count() == SUITE_SIZE
+        assert RunEntry.objects.get(run=run, entry=blend).n == test_items
+    consulted = [s.member_calls for s in Score.objects.filter(run=run, entry=cascade)]
+    assert all(1 <= c <= 3 for c in consulted)
+    first = Score.objects.filter(run=run, entry=cascade).first()
+    assert first.details["consulted"][0] == "tiny-a"
+    # Members evaluated only as a blend's members still appear on the leaderboard beside it.
+    board = board_services.board(team, suite.name)
+    assert {r["entry"] for r in board["rows"]} == {"tiny-a", "tiny-b", "tiny-c", "weighted", "cascade"}

@@ -198,3 +198,31 @@ def test_the_leaderboard_page_renders_with_a_constant_number_of_queries(
     client = csrf_client(owner)
     with django_assert_max_num_queries(12):
         assert client.get(f"/t/{team.slug}/leaderboard/arithmetic/").status_code == 200
+
+
+def test_a_team_adds_a_builtin_suite_through_the_api_and_the_same_content_twice_is_one_suite(api, team):
+    first = api("post", "/suites/builtin", {"name": "arithmetic", "size": 10})
+    assert first.status_code == 201 and first.json()["items"] == 10
+    again = api("post", "/suites/builtin", {"name": "arithmetic", "size": 10})
+    assert again.json()["id"] == first.json()["id"]
+
+
+def test_an_unknown_builtin_suite_is_a_422_with_a_suggestion(api):
+    response = api("post", "/suites/builtin", {"name": "arithmetc"})
+    assert response.status_code == 422
+    assert "did you mean 'arithmetic'" in response.json()["detail"]["name"][0]
+
+
+def test_adding_a_builtin_suite_on_the_page(owner, team):
+    client = csrf_client(owner)
+    post_form(client, f"/t/{team.slug}/suites/builtin/", {"name": "arithmetic", "size": "12"})
+    assert team.suites.get().items.count() == 12
+    response = post_form(client, f"/t/{team.slug}/suites/builtin/", {"name": "arithmetic", "size": "lots"})
+    assert b"whole number" in client.get(response["Location"]).content
+
+
+def test_changed_content_under_the_same_version_becomes_a_new_version(api, team):
+    small = api("post", "/suites/builtin", {"name": "arithmetic", "size": 10}).json()
+    large = api("post", "/suites/builtin", {"name": "arithmetic", "size": 12}).json()
+    assert small["version"] != large["version"] and large["version"].startswith(small["version"] + "+")
+    assert team.suites.count() == 2
