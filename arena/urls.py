@@ -24,5 +24,7 @@ urlpatterns = [
     path("t/<slug:team>/suites/builtin/", board.add_builtin_suite, name="add_builtin_suite"),
     path("t/<slug:team>/runs/", board.start_run, name="start_run"),
     path("t/<slug:team>/runs/<int:run_id>/", board.run_detail, name="run"),
+    path("t/<slug:team>/runs/<int:run_id>/items/", board.run_items, name="run_items"),
+    path("t/<slug:team>/runs/<int:run_id>/items/<int:item_id>/", board.item_detail, name="item"),
     path("t/<slug:team>/leaderboard/<slug:suite>/", board.leaderboard, name="leaderboard"),
 ]

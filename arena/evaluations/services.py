@@ -495,6 +495,27 @@ def _finite(x: float) -> float | None:
 # --- Recovery -----------------------------------------------------------------------------
 
 
+def requeue_stale() -> int:
+    """Put back batches held longer than a task may run: their worker died (beat, every few minutes).
+
+    The broker would redeliver them after its visibility timeout anyway; this only makes the
+    recovery quicker. Claiming is conditional, so a batch sent twice still runs once.
+    """
+    from arena.evaluations.tasks import generate_batch
+
+    stale = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    n = 0
+    for pk in WorkItem.objects.filter(run__state=State.RUNNING, state=State.RUNNING, claimed_at__lt=stale).values_list(
+        "pk", flat=True
+    ):
+        if WorkItem.objects.filter(pk=pk, state=State.RUNNING, claimed_at__lt=stale).update(state=State.QUEUED):
+            generate_batch.delay(pk)
+            n += 1
+    if n:
+        log.warning("requeued %d batches whose worker stopped answering", n)
+    return n
+
+
 def requeue_unfinished() -> int:
     """After a restart of every worker, put back work that was queued or held by a dead worker."""
     from arena.evaluations.tasks import combine_blend, generate_batch, plan_run

@@ -39,3 +39,8 @@ def combine_blend(self, run_entry_id: int) -> None:
         services.combine_blend(run_entry_id)
     except TRANSIENT as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(acks_late=True)
+def requeue_stale() -> int:
+    return services.requeue_stale()

@@ -8,14 +8,14 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from arena.benchmarks.models import Suite
-from arena.benchmarks.services import import_suite
+from arena.benchmarks.models import Suite, SuiteItem
+from arena.benchmarks.services import import_suite, library_item, library_suite
 from arena.evaluations import services as evaluations
-from arena.evaluations.models import Run
+from arena.evaluations.models import Run, Score
 from arena.leaderboard import services
 from arena.registry import services as registry
 from arena.registry.models import Entry, Kind
@@ -165,6 +165,58 @@ def run_detail(request, team: str, run_id: int):
     if request.GET.get("format") == "json":
         return JsonResponse(snapshot)
     return render(request, "leaderboard/run.html", {"team": t, "run": run, "snapshot": snapshot})
+
+
+@login_required
+def run_items(request, team: str, run_id: int):
+    """Item by item: which entry got which item right, each cell linking to its drill-down."""
+    t = team_for(request.user, team)
+    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
+    entries = [re.entry for re in run.run_entries.select_related("entry").order_by("entry__kind", "entry__name")]
+    values = {
+        (item_id, entry_id): value
+        for item_id, entry_id, value in Score.objects.filter(run=run).values_list("item_id", "entry_id", "value")
+    }
+    only = request.GET.get("differ") == "1"
+    rows = []
+    for item in SuiteItem.objects.filter(suite=run.suite, split__in=run.splits).order_by("position"):
+        cells = [values.get((item.pk, e.pk)) for e in entries]
+        known = {c for c in cells if c is not None}
+        if only and len(known) < 2:
+            continue
+        rows.append({"item": item, "cells": cells})
+    return render(
+        request, "leaderboard/run_items.html", {"team": t, "run": run, "entries": entries, "rows": rows, "only": only}
+    )
+
+
+@login_required
+def item_detail(request, team: str, run_id: int, item_id: int):
+    """Why a blend won or lost one item: the prompt, every member's output, the votes, the reference."""
+    t = team_for(request.user, team)
+    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
+    item = SuiteItem.objects.filter(suite=run.suite, pk=item_id).first()
+    if item is None:
+        raise Http404("no such item in this run")
+    suite = library_suite(run.suite)
+    scores = list(
+        Score.objects.filter(run=run, item=item)
+        .select_related("entry", "generation")
+        .order_by("entry__kind", "entry__name")
+    )
+    return render(
+        request,
+        "leaderboard/item.html",
+        {
+            "team": t,
+            "run": run,
+            "item": item,
+            "prompt": suite.render_prompt(library_item(item)),
+            "reference": suite.reference_answer(library_item(item)),
+            "metric": suite.manifest.metric,
+            "scores": scores,
+        },
+    )
 
 
 @login_required

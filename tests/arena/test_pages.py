@@ -1,0 +1,102 @@
+"""The run's item table and the item drill-down, on stored results."""
+
+from __future__ import annotations
+
+import pytest
+
+from arena.benchmarks.services import import_suite
+from arena.evaluations.models import Generation, Run, RunEntry, Score
+from arena.registry.models import BlendMember, Entry
+from ensembles.suites import get_builtin
+from tests.arena.conftest import csrf_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def finished_run(team):
+    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    a = Entry.objects.create(team=team, name="a", kind="gguf", config={"path": "/m/a.gguf"})
+    b = Entry.objects.create(team=team, name="b", kind="gguf", config={"path": "/m/b.gguf"})
+    vote = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
+    BlendMember.objects.create(blend=vote, member=a, position=0)
+    BlendMember.objects.create(blend=vote, member=b, position=1)
+    run = Run.objects.create(team=team, suite=suite, splits=["test"], state="done")
+    items = list(suite.items.filter(split="test"))
+    for e in (a, b, vote):
+        RunEntry.objects.create(run=run, entry=e, state="done", total_items=2, done_items=2)
+    for n, item in enumerate(items):
+        for e, text, value in ((a, "41", 0.0), (b, item.data["reference"], 1.0)):
+            gen = Generation.objects.create(
+                key=f"{e.pk}-{n}", fingerprint=e.name, prompt="p", params={}, text=text, token_logprobs=[-0.5, -1.5]
+            )
+            Score.objects.create(run=run, entry=e, item=item, generation=gen, prediction=text, value=value)
+        Score.objects.create(
+            run=run,
+            entry=vote,
+            item=item,
+            prediction=item.data["reference"],
+            value=1.0 if n else 0.0,
+            details={"votes": {"41": 1, item.data["reference"]: 1}, "tied": True},
+        )
+    return run, items
+
+
+def test_the_item_table_marks_right_and_wrong_and_filters_to_differences(owner, team, finished_run):
+    run, items = finished_run
+    page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/")
+    assert page.status_code == 200
+    assert page.content.count(b'class="num right"') == 3 and page.content.count(b'class="num wrong"') == 3
+    differ = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/?differ=1")
+    assert len(differ.context["rows"]) == 2
+
+
+def test_the_drill_down_shows_the_prompt_every_output_the_votes_and_the_reference(owner, team, finished_run):
+    run, items = finished_run
+    page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/{items[0].pk}/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert items[0].data["input"] in body and "Question:" in body
+    assert f'<code id="reference">{items[0].data["reference"]}</code>' in body
+    assert "-1.000" in body  # mean log-probability of a member's output
+    assert "&#x27;votes&#x27;" in body or "'votes'" in body
+
+
+def test_an_item_of_another_suite_is_404(owner, team, finished_run):
+    run, _ = finished_run
+    other = import_suite(team, get_builtin("arithmetic", size=6)).items.first()
+    assert csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/{other.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize("suffix", ["items/", "items/1/"])
+def test_an_outsider_gets_404_on_run_items(outsider, team, finished_run, suffix):
+    run, _ = finished_run
+    assert csrf_client(outsider).get(f"/t/{team.slug}/runs/{run.pk}/{suffix}").status_code == 404
+
+
+def test_batches_held_by_a_stopped_worker_are_requeued_and_sent_again(team, clean_redis, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from arena.evaluations.models import WorkItem
+    from arena.evaluations.services import requeue_stale
+
+    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    entry = Entry.objects.create(team=team, name="a", kind="gguf", config={"path": "/m/a.gguf"})
+    run = Run.objects.create(team=team, suite=suite, splits=["test"], state="running")
+    long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    stale = WorkItem.objects.create(
+        run=run, entry=entry, batch_index=0, item_ids=[], state="running", claimed_at=long_ago
+    )
+    fresh = WorkItem.objects.create(
+        run=run, entry=entry, batch_index=1, item_ids=[], state="running", claimed_at=timezone.now()
+    )
+
+    assert requeue_stale() == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stale.state, fresh.state) == ("queued", "running")
+    assert clean_redis.llen("gpu") == 1
+    assert PeriodicTask.objects.filter(task="arena.evaluations.tasks.requeue_stale", enabled=True).exists()
