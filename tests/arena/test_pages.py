@@ -100,3 +100,28 @@ def test_batches_held_by_a_stopped_worker_are_requeued_and_sent_again(team, clea
     assert (stale.state, fresh.state) == ("queued", "running")
     assert clean_redis.llen("gpu") == 1
     assert PeriodicTask.objects.filter(task="arena.evaluations.tasks.requeue_stale", enabled=True).exists()
+
+
+def _add_entries(team, run, n: int, start: int) -> None:
+    for i in range(start, start + n):
+        e = Entry.objects.create(team=team, name=f"extra-{i}", kind="gguf", config={"path": "/m/x.gguf"})
+        RunEntry.objects.create(
+            run=run, entry=e, state="done", total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2
+        )
+
+
+def test_the_leaderboard_query_count_does_not_grow_with_entries(owner, team, finished_run):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run, _ = finished_run
+    client = csrf_client(owner)
+    url = f"/t/{team.slug}/leaderboard/{run.suite.name}/"
+    client.get(url)  # warm the session
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(url).status_code == 200
+    _add_entries(team, run, 30, 0)
+    with CaptureQueriesContext(connection) as many:
+        response = client.get(url)
+    assert len(response.context["board"]["rows"]) == 33
+    assert len(many.captured_queries) == len(few.captured_queries)
