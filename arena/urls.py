@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from arena.core.views import healthz
+from arena.leaderboard import serving
 from arena.leaderboard import views as board
 from arena.leaderboard.api import api
 from arena.teams import views as teams
@@ -12,6 +13,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("v1/models", serving.models, name="openai_models"),
+    path("v1/chat/completions", serving.chat_completions, name="openai_chat"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", teams.signup, name="signup"),
