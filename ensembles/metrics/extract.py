@@ -91,3 +91,45 @@ def normalize_text(s: str) -> str:
     s = s.lower().translate(_PUNCT_TABLE)
     s = _ARTICLES_RE.sub(" ", s)
     return " ".join(s.split())
+
+
+_WORD_RE = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+_YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_ISO_DATE_RE = re.compile(r"(?<!\d)(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?!\d)")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_WEEKDAY_RE = re.compile(r"\b(" + "|".join(_WEEKDAYS) + r")\b", re.IGNORECASE)
+_FENCED_CODE_RE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+@EXTRACTORS.register("word", pretty_name="First word")
+def extract_word(text: str) -> str:
+    """Return the first word made of letters ("Cy is the shortest." -> "Cy"), or ""."""
+    match = _WORD_RE.search(text)
+    return match.group(0) if match else ""
+
+
+@EXTRACTORS.register("yes_no", pretty_name="Yes or no")
+def extract_yes_no(text: str) -> str:
+    """Return "yes" or "no", whichever whole word comes first in ``text``, or ""."""
+    match = _YES_NO_RE.search(text)
+    return match.group(1).lower() if match else ""
+
+
+@EXTRACTORS.register("date", pretty_name="Date or weekday")
+def extract_date(text: str) -> str:
+    """Return the first calendar date as YYYY-MM-DD ("2024/3/5" -> "2024-03-05"), else the first weekday name, else ""."""
+    # Date questions are answered either with a date or with a day of the week; a date wins when both appear.
+    match = _ISO_DATE_RE.search(text)
+    if match:
+        year, month, day = match.groups()
+        return f"{year}-{int(month):02d}-{int(day):02d}"
+    weekday = _WEEKDAY_RE.search(text)
+    return weekday.group(1).capitalize() if weekday else ""
+
+
+@EXTRACTORS.register("code", pretty_name="Code")
+def extract_code(text: str) -> str:
+    """Return the first fenced code block's body, else the text with trailing whitespace removed."""
+    # Leading whitespace is kept: a completion's first line is indented function-body code.
+    match = _FENCED_CODE_RE.search(text)
+    return (match.group(1) if match else text).rstrip()

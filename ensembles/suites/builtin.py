@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from collections.abc import Callable
 
@@ -102,30 +103,42 @@ def _arithmetic_question(rng: random.Random) -> tuple[str, int]:
     )
 
 
-@BUILTIN_SUITES.register("arithmetic", pretty_name="Arithmetic")
-def arithmetic(seed: int = 0, size: int | None = None) -> Suite:
-    """Small-number addition, subtraction and one-step word problems with integer answers."""
-    size = 300 if size is None else size
+def _distinct_items(
+    rng: random.Random,
+    size: int,
+    draw: Callable[[random.Random], tuple[str, object]],
+    shots: list[FewShot],
+    prefix: str,
+) -> list[Item]:
+    """``size`` generation items with distinct inputs (none equal to a few-shot example)."""
     _check_size(size)
-    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
-    seen = {shot.input for shot in _ARITHMETIC_SHOTS}
+    seen = {shot.input for shot in shots}
     items = []
     for index in range(size):
         for _ in range(_MAX_DRAWS_PER_ITEM):
-            question, answer = _arithmetic_question(rng)
+            question, answer = draw(rng)
             if question not in seen:
                 break
         else:
-            raise ValueError(f"could not draw {size} distinct arithmetic questions")
+            raise ValueError(f"could not draw {size} distinct {prefix} questions")
         seen.add(question)
         items.append(
             Item(
-                id=f"arith-{index + 1:04d}",
+                id=f"{prefix}-{index + 1:04d}",
                 input=question,
                 reference=str(answer),
                 split=_split_for(index, size),
             )
         )
+    return items
+
+
+@BUILTIN_SUITES.register("arithmetic", pretty_name="Arithmetic")
+def arithmetic(seed: int = 0, size: int | None = None) -> Suite:
+    """Small-number addition, subtraction and one-step word problems with integer answers."""
+    size = 300 if size is None else size
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
+    items = _distinct_items(rng, size, _arithmetic_question, _ARITHMETIC_SHOTS, "arith")
     manifest = SuiteManifest(
         name="arithmetic",
         version="1",
@@ -308,6 +321,244 @@ def mc_knowledge(seed: int = 0, size: int | None = None) -> Suite:
         metric="exact_match",
         description="Four-option questions on capitals, animal classes, colors, opposites and numbers.",
         max_new_tokens=4,
+        stop=["\n"],
+    )
+    return Suite(manifest, items)
+
+
+# ------------------------------------------------------------ date_reasoning
+
+_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+# Dates stay in years whose calendar facts (leap days, month lengths) are settled.
+_FIRST_DATE = dt.date(2020, 1, 1)
+_LAST_DATE = dt.date(2026, 12, 31)
+
+_DATE_SHOTS = [
+    FewShot(input="What day of the week is 2 days after Monday?", output="Wednesday"),
+    FewShot(input="If today is Friday, what day was yesterday?", output="Thursday"),
+    FewShot(
+        input="What is the date 5 days after 2023-06-28? Answer as YYYY-MM-DD.",
+        output="2023-07-03",
+    ),
+]
+
+_RELATIVE_DAYS = [
+    ("what day will it be tomorrow?", 1),
+    ("what day was yesterday?", -1),
+    ("what day will it be the day after tomorrow?", 2),
+    ("what day was it the day before yesterday?", -2),
+]
+
+
+_NEXT_DAY_PHRASES = [
+    ("What day comes after {day}?", 1),
+    ("Which day of the week follows {day}?", 1),
+    ("What day comes before {day}?", -1),
+    ("Which day of the week comes just before {day}?", -1),
+]
+
+
+def _small_or_large(rng: random.Random, small: int, large: int) -> int:
+    """Half the offsets small (models of 135M-270M parameters get some right), half up to ``large``."""
+    return rng.randint(1, small) if rng.random() < 0.5 else rng.randint(small + 1, large)
+
+
+def _date_question(rng: random.Random) -> tuple[str, str]:
+    """One (question, answer); answers are a weekday name or an ISO date."""
+    kind = rng.choices(["next", "weekday", "relative", "date"], weights=[15, 25, 15, 45])[0]
+    if kind == "next":
+        start = rng.randrange(7)
+        phrase, offset = rng.choice(_NEXT_DAY_PHRASES)
+        return phrase.format(day=_WEEKDAYS[start]), _WEEKDAYS[(start + offset) % 7]
+    if kind == "weekday":
+        start, days = rng.randrange(7), _small_or_large(rng, 3, 13)
+        direction = rng.choice(["after", "before"])
+        offset = days if direction == "after" else -days
+        unit = "day" if days == 1 else "days"
+        answer = _WEEKDAYS[(start + offset) % 7]
+        return f"What day of the week is {days} {unit} {direction} {_WEEKDAYS[start]}?", answer
+    if kind == "relative":
+        start = rng.randrange(7)
+        phrase, offset = rng.choice(_RELATIVE_DAYS)
+        return f"If today is {_WEEKDAYS[start]}, {phrase}", _WEEKDAYS[(start + offset) % 7]
+    # Offsets up to 40 days cross month ends, year ends and 29 February often enough to matter.
+    span = (_LAST_DATE - _FIRST_DATE).days
+    start_date = _FIRST_DATE + dt.timedelta(days=rng.randrange(span + 1))
+    days = _small_or_large(rng, 3, 40)
+    direction = rng.choice(["after", "before"])
+    answer_date = start_date + dt.timedelta(days=days if direction == "after" else -days)
+    unit = "day" if days == 1 else "days"
+    question = f"What is the date {days} {unit} {direction} {start_date.isoformat()}? Answer as YYYY-MM-DD."
+    return question, answer_date.isoformat()
+
+
+@BUILTIN_SUITES.register("date_reasoning", pretty_name="Date reasoning")
+def date_reasoning(seed: int = 0, size: int | None = None) -> Suite:
+    """Weekday arithmetic ("3 days after Monday") and calendar-date offsets answered as YYYY-MM-DD."""
+    size = 300 if size is None else size
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
+    items = _distinct_items(rng, size, _date_question, _DATE_SHOTS, "date")
+    manifest = SuiteManifest(
+        name="date_reasoning",
+        version="1",
+        task_type="generation",
+        prompt_template="Question: {input}\nAnswer:",
+        few_shot=_DATE_SHOTS,
+        answer_extraction="date",
+        metric="exact_match",
+        description="Days of the week before or after a given day, and dates a number of days from a given date.",
+        max_new_tokens=16,
+        stop=["\n"],
+    )
+    return Suite(manifest, items)
+
+
+# ----------------------------------------------------------- unit_conversion
+
+# (larger unit, smaller unit, how many smaller units make one larger); names as (singular, plural).
+_CONVERSIONS = [
+    (("meter", "meters"), ("centimeter", "centimeters"), 100),
+    (("kilometer", "kilometers"), ("meter", "meters"), 1000),
+    (("centimeter", "centimeters"), ("millimeter", "millimeters"), 10),
+    (("kilogram", "kilograms"), ("gram", "grams"), 1000),
+    (("liter", "liters"), ("milliliter", "milliliters"), 1000),
+    (("hour", "hours"), ("minute", "minutes"), 60),
+    (("minute", "minutes"), ("second", "seconds"), 60),
+    (("day", "days"), ("hour", "hours"), 24),
+    (("week", "weeks"), ("day", "days"), 7),
+]
+
+_UNIT_SHOTS = [
+    FewShot(input="How many grams are in 2 kilograms?", output="2000"),
+    FewShot(input="How many hours are in 120 minutes?", output="2"),
+    FewShot(input="Convert 4 weeks to days.", output="28"),
+]
+
+
+def _quantity(amount: int, unit: tuple[str, str]) -> str:
+    return f"{amount} {unit[0] if amount == 1 else unit[1]}"
+
+
+def _unit_question(rng: random.Random) -> tuple[str, int]:
+    """One (question, integer answer); half go from large to small units, half back."""
+    large, small, factor = rng.choice(_CONVERSIONS)
+    count = _small_or_large(rng, 3, 30)
+    # Converting down multiplies; converting up divides a multiple of the factor, so answers stay whole.
+    if rng.random() < 0.5:
+        source, target, amount, answer = large, small, count, count * factor
+    else:
+        source, target, amount, answer = small, large, count * factor, count
+    if rng.random() < 0.5:
+        return f"How many {target[1]} are in {_quantity(amount, source)}?", answer
+    return f"Convert {_quantity(amount, source)} to {target[1]}.", answer
+
+
+@BUILTIN_SUITES.register("unit_conversion", pretty_name="Unit conversion")
+def unit_conversion(seed: int = 0, size: int | None = None) -> Suite:
+    """Length, mass, volume and time conversions with whole-number answers."""
+    size = 300 if size is None else size
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
+    items = _distinct_items(rng, size, _unit_question, _UNIT_SHOTS, "unit")
+    manifest = SuiteManifest(
+        name="unit_conversion",
+        version="1",
+        task_type="generation",
+        prompt_template="Question: {input}\nAnswer:",
+        few_shot=_UNIT_SHOTS,
+        answer_extraction="number",
+        metric="exact_match",
+        description="Conversions between metric length, mass and volume units and between units of time.",
+        max_new_tokens=8,
+        stop=["\n"],
+    )
+    return Suite(manifest, items)
+
+
+# --------------------------------------------------------------------- logic
+
+_NAMES = ["Ann", "Bob", "Cy", "Dan", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kim", "Lou", "Ned", "Pam", "Tom", "Zoe"]
+# (comparative, inverse comparative, superlative of the first, superlative of the last)
+_ORDERINGS = [
+    ("taller", "shorter", "tallest", "shortest"),
+    ("older", "younger", "oldest", "youngest"),
+    ("faster", "slower", "fastest", "slowest"),
+    ("heavier", "lighter", "heaviest", "lightest"),
+]
+_OBJECTS = ["box", "ball", "car", "door", "cup", "hat", "kite", "chair", "bag", "book", "lamp", "shirt"]
+_COLOR_WORDS = ["red", "blue", "green", "yellow", "white", "black"]
+
+_LOGIC_SHOTS = [
+    FewShot(input="Sue is taller than Max. Max is taller than Lee. Who is the shortest?", output="Lee"),
+    FewShot(input="The pen is not blue. Is the pen blue? Answer yes or no.", output="no"),
+    FewShot(input="Rob is older than Ida. Who is the youngest?", output="Ida"),
+]
+
+
+def _ordering_question(rng: random.Random) -> tuple[str, str]:
+    """A chain "A > B > C" stated pairwise in shuffled order; asks for an end of the chain or a pair."""
+    people = rng.sample(_NAMES, rng.choice([3, 3, 4]))  # first is the most (tallest, oldest, ...)
+    more, less, most, least = rng.choice(_ORDERINGS)
+    facts = []
+    for upper, lower in zip(people, people[1:], strict=False):
+        # Some facts use the inverse comparative, so the chain must be read both ways.
+        facts.append(f"{upper} is {more} than {lower}." if rng.random() < 0.7 else f"{lower} is {less} than {upper}.")
+    rng.shuffle(facts)
+    ask = rng.choice(["most", "least", "pair"]) if len(people) == 4 else rng.choice(["most", "least"])
+    if ask == "most":
+        return f"{' '.join(facts)} Who is the {most}?", people[0]
+    if ask == "least":
+        return f"{' '.join(facts)} Who is the {least}?", people[-1]
+    # Ends of the chain are never adjacent, so the answer takes two steps of reasoning.
+    first, last = (people[0], people[-1]) if rng.random() < 0.5 else (people[-1], people[0])
+    return f"{' '.join(facts)} Who is {more}, {first} or {last}?", people[0]
+
+
+def _negation_question(rng: random.Random) -> tuple[str, str]:
+    """A colour statement under zero, one or two negations, then a yes/no question; half answer yes."""
+    thing, color = rng.choice(_OBJECTS), rng.choice(_COLOR_WORDS)
+    other = rng.choice([c for c in _COLOR_WORDS if c != color])
+    question = f"Is the {thing} {color}? Answer yes or no."
+    # A thing has one colour in these questions, so stating another denies this one.
+    if rng.random() < 0.5:
+        statements = [
+            f"The {thing} is {color}.",
+            f"It is not true that the {thing} is not {color}.",
+            f"The {thing} is {color}, not {other}.",
+        ]
+        answer = "yes"
+    else:
+        statements = [
+            f"The {thing} is not {color}.",
+            f"It is not true that the {thing} is {color}.",
+            f"The {thing} is {other}, not {color}.",
+            f"The {thing} is {other}.",
+        ]
+        answer = "no"
+    return f"{rng.choice(statements)} {question}", answer
+
+
+def _logic_question(rng: random.Random) -> tuple[str, str]:
+    if rng.random() < 0.55:
+        return _ordering_question(rng)
+    return _negation_question(rng)
+
+
+@BUILTIN_SUITES.register("logic", pretty_name="Logic")
+def logic(seed: int = 0, size: int | None = None) -> Suite:
+    """Transitive ordering ("who is the shortest?") and negation ("is the box red?") questions."""
+    size = 300 if size is None else size
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
+    items = _distinct_items(rng, size, _logic_question, _LOGIC_SHOTS, "logic")
+    manifest = SuiteManifest(
+        name="logic",
+        version="1",
+        task_type="generation",
+        prompt_template="Question: {input}\nAnswer:",
+        few_shot=_LOGIC_SHOTS,
+        answer_extraction="word",
+        metric="exact_match",
+        description="Orderings stated pairwise (taller, older, faster, heavier) and yes/no questions under negation.",
+        max_new_tokens=8,
         stop=["\n"],
     )
     return Suite(manifest, items)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -20,11 +21,23 @@ from pydantic import (
 
 from ensembles.errors import SuiteError, UnknownNameError
 from ensembles.metrics import EXTRACTORS, METRICS, get_metric
+from ensembles.metrics.code import build_test_code
 from ensembles.metrics.extract import OPTION_LETTERS
 
 # Same conventions as lm-evaluation-harness: a space before the target, a blank line between shots.
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
+
+# Upload limits: big enough for any public benchmark split, small enough to parse in memory.
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_ITEMS = 50_000
+
+# Judge suites are scored by a judge model comparing answers, not by a per-item metric;
+# this reserved metric name marks them and is deliberately absent from METRICS.
+JUDGE_METRIC = "judge"
+CODE_METRIC = "code_pass"
+
+TaskType = Literal["generation", "multiple_choice", "code", "judge"]
 
 
 class FewShot(BaseModel):
@@ -44,7 +57,7 @@ class SuiteManifest(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", max_length=64)
     version: str = Field(min_length=1)
-    task_type: Literal["generation", "multiple_choice"]
+    task_type: TaskType
     prompt_template: str
     few_shot: list[FewShot] = Field(default_factory=list)
     answer_extraction: str
@@ -67,6 +80,8 @@ class SuiteManifest(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
+        if value == JUDGE_METRIC:
+            return value
         try:
             METRICS.get(value)
         except UnknownNameError as exc:
@@ -90,11 +105,19 @@ class SuiteManifest(BaseModel):
             )
         if len(set(self.splits)) != len(self.splits):
             raise ValueError(f"splits contain duplicates: {self.splits}")
+        if (self.task_type == "judge") != (self.metric == JUDGE_METRIC):
+            raise ValueError(f"metric {JUDGE_METRIC!r} goes with task_type 'judge' and only with it")
+        if (self.task_type == "code") != (self.metric == CODE_METRIC):
+            raise ValueError(f"metric {CODE_METRIC!r} goes with task_type 'code' and only with it")
         return self
 
 
 class Item(BaseModel):
-    """One evaluation item: a generation item has a ``reference``, an MC item ``choices`` and ``gold``."""
+    """One evaluation item.
+
+    A generation item has a ``reference``; an MC item ``choices`` and ``gold``; a code item
+    ``tests`` (and the canonical solution as ``reference``); a judge item only its ``input``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +127,9 @@ class Item(BaseModel):
     choices: list[str] | None = None
     gold: int | None = None
     split: str
+    tests: str | None = None
+    entry_point: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    follow_ups: list[str] | None = None
 
     @property
     def is_multiple_choice(self) -> bool:
@@ -121,8 +147,10 @@ class Item(BaseModel):
                 raise ValueError("multiple-choice items need 'gold'")
             if not 0 <= self.gold < len(self.choices):
                 raise ValueError(f"gold {self.gold} out of range 0..{len(self.choices) - 1}")
-        elif self.reference is None:
-            raise ValueError("generation items need 'reference'")
+            if self.tests is not None or self.entry_point is not None:
+                raise ValueError("multiple-choice items cannot carry 'tests' or 'entry_point'")
+        if self.entry_point is not None and self.tests is None:
+            raise ValueError("'entry_point' needs 'tests' that check it")
         return self
 
 
@@ -131,14 +159,36 @@ def render_choices(choices: Iterable[str]) -> str:
     return "\n".join(f"{OPTION_LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
 
 
+# Fields added after the first release; left out of the content hash while unset so
+# suites stored before they existed keep their hash.
+_LATER_ITEM_FIELDS = ("tests", "entry_point", "follow_ups")
+
+
 def _check_item_fits(manifest: SuiteManifest, item: Item) -> None:
     """Raise ValueError when a valid item does not fit this manifest."""
+    task = manifest.task_type
     if item.split not in manifest.splits:
         raise ValueError(f"unknown split {item.split!r}; suite splits are {manifest.splits}")
-    if manifest.task_type == "multiple_choice" and not item.is_multiple_choice:
+    if task == "multiple_choice" and not item.is_multiple_choice:
         raise ValueError(f"item {item.id!r} has no choices but the suite is multiple_choice")
-    if manifest.task_type == "generation" and item.is_multiple_choice:
-        raise ValueError(f"item {item.id!r} has choices but the suite is generation")
+    if task != "multiple_choice" and item.is_multiple_choice:
+        raise ValueError(f"item {item.id!r} has choices but the suite is {task}")
+    if task == "generation" and item.reference is None:
+        raise ValueError("generation items need 'reference'")
+    if task == "code" and not (item.tests or "").strip():
+        raise ValueError(f"item {item.id!r} has no 'tests' but the suite is code")
+    if task != "code" and (item.tests is not None or item.entry_point is not None):
+        raise ValueError(f"item {item.id!r} has 'tests' or 'entry_point' but the suite is {task}")
+    if task != "judge" and item.follow_ups is not None:
+        raise ValueError(f"item {item.id!r} has 'follow_ups' but only judge suites have conversations")
+
+
+def _canonical_item(item: Item) -> dict[str, Any]:
+    data = item.model_dump(mode="json")
+    for field in _LATER_ITEM_FIELDS:
+        if data[field] is None:
+            del data[field]
+    return data
 
 
 class Suite:
@@ -157,7 +207,7 @@ class Suite:
             except ValueError as exc:
                 raise SuiteError(str(exc)) from None
         self._extract = EXTRACTORS.get(manifest.answer_extraction)
-        self._metric = get_metric(manifest.metric)
+        self._metric = None if manifest.metric == JUDGE_METRIC else get_metric(manifest.metric)
 
     @property
     def name(self) -> str:
@@ -174,7 +224,7 @@ class Suite:
         """SHA-256 of the canonical JSON of manifest and items; any edit changes it."""
         payload = {
             "manifest": self.manifest.model_dump(mode="json"),
-            "items": [item.model_dump(mode="json") for item in self.items],
+            "items": [_canonical_item(item) for item in self.items],
         }
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -203,9 +253,29 @@ class Suite:
         return item.reference or ""
 
     def score(self, item: Item, generated_text: str) -> tuple[str, float]:
-        """Extract the answer from ``generated_text`` and score it; returns (prediction, score)."""
+        """Extract the answer from ``generated_text`` and score it; returns (prediction, score).
+
+        Code items run the program with the item's tests (see ensembles.metrics.code);
+        judge suites cannot be scored per item and raise SuiteError.
+        """
+        if self._metric is None:
+            raise SuiteError(f"suite {self.name!r} is a judge suite: a judge model scores it, not a per-item metric")
         prediction = self._extract(generated_text)
+        if self.manifest.task_type == "code":
+            return prediction, self._metric.score(
+                self.program(item, prediction), build_test_code(item.tests or "", item.entry_point)
+            )
         return prediction, self._metric.score(prediction, self.reference_answer(item))
+
+    def program(self, item: Item, completion: str) -> str:
+        """The program a code completion stands for: the prompt plus its continuation.
+
+        A completion that itself defines the entry point (a model restating the whole
+        function) is taken as the full program.
+        """
+        if item.entry_point and re.search(rf"^(?:async\s+)?def\s+{item.entry_point}\s*\(", completion, re.MULTILINE):
+            return completion
+        return item.input + completion
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -246,20 +316,41 @@ def _load_manifest(text: str, file: str) -> SuiteManifest:
         raise SuiteError(_validation_message(exc), file=file, line=line) from None
 
 
+def check_size(text: str, file: str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Raise SuiteError naming ``file`` when ``text`` is over ``max_bytes`` of UTF-8."""
+    # Every character takes at least one byte, so the cheap length check settles most cases.
+    if len(text) > max_bytes or len(text.encode("utf-8")) > max_bytes:
+        raise SuiteError(f"file is larger than the limit of {max_bytes:,} bytes", file=file)
+
+
+def check_item_count(count: int, file: str, line: int | None = None, max_items: int = DEFAULT_MAX_ITEMS) -> None:
+    """Raise SuiteError naming ``file`` once ``count`` items exceed ``max_items``."""
+    if count > max_items:
+        raise SuiteError(f"more than the limit of {max_items:,} items", file=file, line=line)
+
+
 def load_suite(
     manifest_text: str,
     items_jsonl: str,
     *,
     manifest_file: str = "suite.yaml",
     items_file: str = "items.jsonl",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_items: int = DEFAULT_MAX_ITEMS,
 ) -> Suite:
-    """Parse and validate a YAML manifest and JSONL items; errors name the file and line."""
+    """Parse and validate a YAML manifest and JSONL items; errors name the file and line.
+
+    Either file over ``max_bytes`` bytes, or more than ``max_items`` items, is refused whole.
+    """
+    check_size(manifest_text, manifest_file, max_bytes)
+    check_size(items_jsonl, items_file, max_bytes)
     manifest = _load_manifest(manifest_text, manifest_file)
     items: list[Item] = []
     seen: dict[str, int] = {}
     for lineno, raw in enumerate(items_jsonl.splitlines(), start=1):
         if not raw.strip():
             continue
+        check_item_count(len(items) + 1, items_file, lineno, max_items)
         try:
             data: Any = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -57,7 +57,7 @@ def test_text_extractor_returns_the_stripped_text():
 
 
 def test_extractors_registry_lists_all_builtin_extractors():
-    assert EXTRACTORS.names() == ["first_line", "letter", "number", "text"]
+    assert {"first_line", "letter", "number", "text"} <= set(EXTRACTORS.names())
 
 
 def test_normalize_text_follows_squad_rules():

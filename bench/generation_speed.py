@@ -1,0 +1,145 @@
+"""Batched generation against a one-prompt-at-a-time loop, measured side by side in one run.
+
+    .venv/bin/python bench/generation_speed.py                 # SmolLM2-135M from the data directory
+    .venv/bin/python bench/generation_speed.py --random-weights --prompts 1024   # on a GPU machine
+
+Prints tokens per second for each way and their ratio. With --random-weights the model is
+SmolLM2-135M's architecture with random weights (speed does not depend on the values), so it
+runs where no model files exist, such as a bare GPU machine. On CUDA it also reports the share
+of the memory-bandwidth limit reached: each decode step reads every weight once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ensembles.backends import BackendOptions, DecodingParams, make_backend  # noqa: E402
+from ensembles.backends.hf import HFBackend  # noqa: E402
+from ensembles.suites import get_builtin  # noqa: E402
+
+SMOLLM = ROOT / "data" / "test" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Peak HBM bandwidth, bytes/s, for the share-of-limit column.
+PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
+
+
+def random_smollm(path: Path) -> Path:
+    """SmolLM2-135M's configuration with random weights, saved as safetensors, and a small tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    if (path / "config.json").exists():
+        return path
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    words = ["<unk>", "<s>", "</s>", "<pad>"] + [f"w{i}" for i in range(49148)]
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def timed(backend, prompts: list[str], params: DecodingParams, batch: bool) -> tuple[float, int]:
+    sync = _sync()
+    sync()
+    started = time.perf_counter()
+    if batch:
+        backend.generate(prompts, params)
+    else:
+        for p in prompts:
+            backend.generate([p], params)
+    sync()
+    # EOS is switched off, so every prompt generates exactly max_new_tokens.
+    return time.perf_counter() - started, len(prompts) * params.max_new_tokens
+
+
+def _sync():
+    import torch
+
+    return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    suite = get_builtin("arithmetic", size=max(2, 2 * args.prompts))
+    prompts = [suite.render_prompt(item) for item in suite.items[: args.prompts]]
+    # ignore EOS and stops: every prompt generates exactly --new-tokens, so both sides do equal work
+    params = DecodingParams(max_new_tokens=args.new_tokens, stop=())
+    if args.random_weights:
+        directory = random_smollm(ROOT / "data" / "bench" / "smollm2-135m-random")
+        backend = HFBackend({"path": str(directory), "batch_size": args.batch_size}, options=BackendOptions())
+        backend.load()
+        prompts = [" ".join(f"w{(i * 7 + j) % 4000}" for j in range(40)) for i in range(args.prompts)]
+    else:
+        if not SMOLLM.exists():
+            sys.exit(f"{SMOLLM} is missing: run `make test` or `make models` first")
+        cache = Path(os.environ.get("ARENA_CACHE_DIR", Path.home() / ".cache" / "ensemble-arena")) / "models"
+        backend = make_backend(
+            "gguf", {"path": str(SMOLLM), "batch_size": args.batch_size}, options=BackendOptions(cache_dir=cache)
+        )
+        backend.load()
+    backend.model.generation_config.eos_token_id = None  # fixed-length generations
+    backend.generate(prompts[:2], params)  # warm-up
+
+    rows = {"one prompt at a time": [], f"batched ({args.batch_size})": []}
+    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
+        for name, batch in (("one prompt at a time", False), (f"batched ({args.batch_size})", True)):
+            seconds, tokens = timed(backend, prompts, params, batch)
+            rows[name].append(tokens / seconds)
+    device = backend.device
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; {args.prompts} prompts x {args.new_tokens} new tokens; median of {args.repeats}")
+    base = statistics.median(rows["one prompt at a time"])
+    print(f"{'mode':<26}{'tokens/s':>12}{'ratio':>8}")
+    for mode, values in rows.items():
+        tps = statistics.median(values)
+        print(f"{mode:<26}{tps:>12.1f}{tps / base:>7.1f}x")
+    if device.startswith("cuda"):
+        weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+        peak = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
+        steps_per_s = statistics.median(rows[f"batched ({args.batch_size})"]) / min(args.batch_size, args.prompts)
+        if peak:
+            print(f"memory-bandwidth limit reached (batched): {steps_per_s * weight_bytes / peak:.1%}")
+
+
+if __name__ == "__main__":
+    main()
