@@ -31,7 +31,7 @@ from arena.registry.models import Entry
 from arena.registry.services import backend_for
 from arena.teams.models import Team
 from ensembles import stats
-from ensembles.backends import BackendError, DecodingParams, ModelPool
+from ensembles.backends import BackendError, DecodingParams, ModelPool, TransientBackendError
 from ensembles.backends.base import digest_json
 from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, Strategy, make_strategy
@@ -209,8 +209,6 @@ def generate_batch(work_item_id: int) -> None:
 
 
 def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
-    from ensembles.backends import TransientBackendError
-
     run = wi.run
     suite = library_suite(run.suite)
     rows = list(SuiteItem.objects.filter(pk__in=wi.item_ids).order_by("position"))

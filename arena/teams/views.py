@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from arena.teams import services
-from arena.teams.access import get_owned, membership_for, team_for
+from arena.teams.access import get_owned, membership_for
 from arena.teams.models import ApiToken, Membership, Role
 
 
@@ -115,6 +115,3 @@ def accept_invite(request, token: str):
             return redirect("home")
         return redirect("dashboard", team=membership.team.slug)
     return render(request, "teams/accept.html", {"token": token})
-
-
-__all__ = ["accept_invite", "home", "new_team", "signup", "team_admin", "team_for"]
