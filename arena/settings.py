@@ -149,6 +149,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Work items are retried at most this many times before the run marks them failed.
 ARENA_MAX_ATTEMPTS = env_int("ARENA_MAX_ATTEMPTS", 3, minimum=1)
 ARENA_BATCH_SIZE = env_int("ARENA_BATCH_SIZE", 8, minimum=1)
+# Suite uploads: per file, and items per suite (page and API alike).
+ARENA_SUITE_MAX_BYTES = env_int("ARENA_SUITE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+ARENA_SUITE_MAX_ITEMS = env_int("ARENA_SUITE_MAX_ITEMS", 50_000, minimum=10)
+# A JSON API upload carries up to three files' text in its body, JSON-escaped.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * ARENA_SUITE_MAX_BYTES + 1024 * 1024
 ARENA_MAX_LOADED_MODELS = env_int("ARENA_MAX_LOADED_MODELS", 3, minimum=1)
 # Local model paths must lie under one of these roots.
 ARENA_MODEL_ROOTS = [Path(p).expanduser() for p in env_list("ARENA_MODEL_ROOTS", [str(MODELS_DIR)])]

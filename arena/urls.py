@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from arena.benchmarks import views as suites
 from arena.core.views import healthz
 from arena.leaderboard import serving
 from arena.leaderboard import views as board
@@ -24,6 +25,9 @@ urlpatterns = [
     path("t/<slug:team>/admin/", teams.team_admin, name="team_admin"),
     path("t/<slug:team>/entries/", board.register_entry, name="register_entry"),
     path("t/<slug:team>/entries/<int:entry_id>/", board.entry_detail, name="entry"),
+    path("t/<slug:team>/suites/", suites.suite_list, name="suites"),
+    path("t/<slug:team>/suites/upload/", suites.suite_upload, name="suite_upload"),
+    path("t/<slug:team>/suites/<int:suite_id>/", suites.suite_detail, name="suite"),
     path("t/<slug:team>/suites/builtin/", board.add_builtin_suite, name="add_builtin_suite"),
     path("t/<slug:team>/runs/", board.start_run, name="start_run"),
     path("t/<slug:team>/runs/<int:run_id>/", board.run_detail, name="run"),

@@ -15,7 +15,7 @@ from ninja.errors import HttpError
 from ninja.security import HttpBearer
 
 from arena.benchmarks.models import Suite
-from arena.benchmarks.services import import_suite
+from arena.benchmarks.services import UPLOAD_FORMATS, UploadedText, import_suite, upload_suite
 from arena.evaluations import services as evaluations
 from arena.evaluations.models import Run
 from arena.leaderboard import services
@@ -23,7 +23,7 @@ from arena.registry import services as registry
 from arena.registry.models import Entry
 from arena.teams.models import ROLE_RANK, ApiToken, Role
 from arena.teams.services import authenticate_token
-from ensembles.errors import EnsembleError
+from ensembles.errors import EnsembleError, SuiteError
 from ensembles.suites import get_builtin
 
 
@@ -44,6 +44,12 @@ def validation_error(request, exc: ValidationError):
 @api.exception_handler(Http404)
 def not_found(request, exc):
     return api.create_response(request, {"detail": "not found"}, status=404)
+
+
+@api.exception_handler(SuiteError)
+def suite_error(request, exc: SuiteError):
+    detail = {"error": str(exc), "message": exc.message, "file": exc.file, "line": exc.line}
+    return api.create_response(request, {"detail": detail}, status=422)
 
 
 def _require(request, role: str) -> None:
@@ -90,6 +96,22 @@ class BuiltinSuiteIn(Schema):
     name: str = Field(..., min_length=1, max_length=64)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     size: int | None = Field(None, ge=2, le=10000)
+
+
+class SuiteUploadIn(Schema):
+    format: Literal["suite", "bigbench", "lm_eval", "csv"] = Field(
+        "suite",
+        description="suite: manifest (YAML) + items (JSONL); bigbench: task (task.json); "
+        "lm_eval: config (task YAML) + validation and/or test (JSONL); csv: csv + columns + name",
+    )
+    files: dict[str, str] = Field(..., description="file role -> file text (see format)")
+    filenames: dict[str, str] = Field({}, description="file role -> file name, for error messages")
+    name: str | None = Field(None, max_length=64, description="suite name (bigbench, csv)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the dev/test split where the data has none")
+    columns: dict[str, Any] | None = Field(None, description="csv: column mapping (input, reference or choices+gold)")
+    metric: str | None = Field(None, max_length=40)
+    prompt_template: str | None = Field(None, max_length=10000)
+    answer_extraction: str | None = Field(None, max_length=40)
 
 
 class RunIn(Schema):
@@ -179,6 +201,48 @@ def add_builtin_suite(request, body: BuiltinSuiteIn):
         "task_type": s.task_type,
         "items": s.items.count(),
     }
+
+
+def _suite_out(s: Suite) -> dict:
+    return {
+        "id": s.pk,
+        "name": s.name,
+        "version": s.version,
+        "content_hash": s.content_hash,
+        "task_type": s.task_type,
+        "items": s.items.count(),
+    }
+
+
+@api.post("/suites", response={200: SuiteOut, 201: SuiteOut})
+def upload(request, body: SuiteUploadIn):
+    """Upload a suite; it imports whole or not at all. The same content again answers 200 with the same suite.
+
+    Errors answer 422 with the file and line of the first problem.
+    """
+    _require(request, Role.MEMBER)
+    roles = UPLOAD_FORMATS[body.format]
+    unknown = sorted(set(body.files) - set(roles))
+    if unknown:
+        raise ValidationError(
+            {"files": f"{body.format} uploads take {', '.join(roles)}; unknown: {', '.join(unknown)}"}
+        )
+    files = {
+        role: UploadedText(body.filenames.get(role) or _default_name(role), text) for role, text in body.files.items()
+    }
+    options = body.dict(include={"name", "seed", "columns", "metric", "prompt_template", "answer_extraction"})
+    suite, created = upload_suite(request.auth.team, body.format, files, options)
+    return (201 if created else 200), _suite_out(suite)
+
+
+def _default_name(role: str) -> str:
+    return {
+        "manifest": "suite.yaml",
+        "items": "items.jsonl",
+        "task": "task.json",
+        "config": "task.yaml",
+        "csv": "items.csv",
+    }.get(role, f"{role}.jsonl")
 
 
 @api.post("/runs", response={201: dict[str, Any]})

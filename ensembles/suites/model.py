@@ -7,7 +7,7 @@ import json
 import re
 import string
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -56,13 +56,16 @@ class SuiteManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", max_length=64)
-    version: str = Field(min_length=1)
+    # Short enough that "+<hash8>" still fits when changed content reuses a version.
+    version: str = Field(min_length=1, max_length=31, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     task_type: TaskType
     prompt_template: str
     few_shot: list[FewShot] = Field(default_factory=list)
     answer_extraction: str
     metric: str
-    splits: list[str] = Field(default_factory=lambda: ["dev", "test"], min_length=1)
+    splits: list[Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,20}$")]] = Field(
+        default_factory=lambda: ["dev", "test"], min_length=1
+    )
     description: str = ""
     max_new_tokens: int = Field(default=16, ge=1, le=512)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
@@ -121,7 +124,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=100)
     input: str
     reference: str | None = None
     choices: list[str] | None = None

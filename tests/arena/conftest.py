@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
-from arena.teams.models import Membership, Role, Team
+from arena.teams.models import ApiToken, Membership, Role, Team
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "a-long-test-password-1"
@@ -163,6 +164,24 @@ def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: st
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def token(team) -> str:
+    """A member-role API token of the red team."""
+    return ApiToken.issue(team, "ci")[1]
+
+
+@pytest.fixture
+def api(client, token):
+    """Call the JSON API: api("post", "/entries", {...}); ``auth=None`` sends no token."""
+
+    def call(method: str, path: str, body=None, auth=token):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {auth}"} if auth else {}
+        kwargs = {"data": json.dumps(body), "content_type": "application/json"} if body is not None else {}
+        return getattr(client, method)(f"/api/v1{path}", **kwargs, **headers)
+
+    return call
 
 
 @pytest.fixture(autouse=True)

@@ -23,21 +23,6 @@ def models_root(settings, tiny_llama_dir):
     return tiny_llama_dir
 
 
-@pytest.fixture
-def token(team):
-    return ApiToken.issue(team, "ci")[1]
-
-
-@pytest.fixture
-def api(client, token):
-    def call(method: str, path: str, body=None, auth=token):
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {auth}"} if auth else {}
-        kwargs = {"data": json.dumps(body), "content_type": "application/json"} if body is not None else {}
-        return getattr(client, method)(f"/api/v1{path}", **kwargs, **headers)
-
-    return call
-
-
 def test_a_hf_model_registers_through_the_api(api, models_root):
     response = api("post", "/entries", {"name": "tiny", "kind": "hf", "config": {"path": str(models_root)}})
     assert response.status_code == 201, response.content

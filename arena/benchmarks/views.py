@@ -1,0 +1,118 @@
+"""Suite pages: the team's suites and their versions, uploading a suite, one suite's manifest and items."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from arena.benchmarks.models import Suite
+from arena.benchmarks.services import UPLOAD_FORMATS, UploadedText, decode_upload, upload_suite
+from arena.teams.access import get_owned, membership_for, team_for
+from arena.teams.models import Role
+from ensembles.errors import SuiteError
+from ensembles.suites import BUILTIN_SUITES
+
+ITEMS_SHOWN = 50
+CSV_COLUMN_FIELDS = ("input", "reference", "choices", "gold", "gold_kind", "split", "id")
+
+
+def _with_counts(qs):
+    return qs.annotate(
+        n_items=Count("items"),
+        n_dev=Count("items", filter=Q(items__split="dev")),
+        n_test=Count("items", filter=Q(items__split="test")),
+    )
+
+
+@login_required
+def suite_list(request, team: str):
+    membership = membership_for(request.user, team)
+    t = membership.team
+    return render(
+        request,
+        "benchmarks/suites.html",
+        {
+            "team": t,
+            "can_edit": membership.allows(Role.MEMBER),
+            "suites": _with_counts(Suite.objects.filter(team=t)),
+            # Lists, not dicts: a template's ".items" would look up the "items" role.
+            "formats": [(fmt, list(roles.items())) for fmt, roles in UPLOAD_FORMATS.items()],
+            "builtin_suites": BUILTIN_SUITES.names(),
+            "max_bytes": settings.ARENA_SUITE_MAX_BYTES,
+            "max_items": settings.ARENA_SUITE_MAX_ITEMS,
+        },
+    )
+
+
+def _csv_columns(post) -> dict:
+    columns: dict = {}
+    for field in CSV_COLUMN_FIELDS:
+        value = post.get(f"col_{field}", "").strip()
+        if not value:
+            continue
+        columns[field] = [c.strip() for c in value.split(",") if c.strip()] if field == "choices" else value
+    return columns
+
+
+@login_required
+@require_http_methods(["POST"])
+def suite_upload(request, team: str):
+    """Import uploaded files whole or not at all; every problem is shown with its file and line."""
+    t = team_for(request.user, team, Role.MEMBER)
+    fmt = request.POST.get("format", "suite")
+    try:
+        if fmt not in UPLOAD_FORMATS:
+            raise SuiteError(f"unknown format {fmt!r}; choose one of {', '.join(UPLOAD_FORMATS)}")
+        files: dict[str, UploadedText] = {}
+        for role in UPLOAD_FORMATS[fmt]:
+            upload = request.FILES.get(f"{fmt}-{role}")
+            if upload is None:
+                continue
+            limit = settings.ARENA_SUITE_MAX_BYTES
+            if upload.size is not None and upload.size > limit:
+                # Refused before reading: the size is known from the request.
+                raise SuiteError(f"file is larger than the limit of {limit:,} bytes", file=upload.name)
+            files[role] = decode_upload(upload.name, upload.read())
+        options = {
+            "name": request.POST.get("name", "").strip(),
+            "seed": request.POST.get("seed", "0").strip() or "0",
+            "metric": request.POST.get("metric", "").strip(),
+            "columns": _csv_columns(request.POST),
+        }
+        if not str(options["seed"]).isdigit():
+            raise SuiteError("seed must be a whole number")
+        suite, created = upload_suite(t, fmt, files, options)
+    except SuiteError as exc:
+        messages.error(request, f"Nothing was imported. {exc}")
+        return redirect("suites", team=t.slug)
+    if created:
+        messages.success(request, f"Imported {suite.name} v{suite.version} ({suite.items.count()} items).")
+    else:
+        messages.info(request, f"{suite.name} v{suite.version} already holds exactly this content; nothing changed.")
+    return redirect("suite", team=t.slug, suite_id=suite.pk)
+
+
+@login_required
+def suite_detail(request, team: str, suite_id: int):
+    t = team_for(request.user, team)
+    suite = get_owned(_with_counts(Suite.objects.all()), t, pk=suite_id)
+    items = list(suite.items.order_by("position")[:ITEMS_SHOWN])
+    versions = Suite.objects.filter(team=t, name=suite.name).exclude(pk=suite.pk)
+    return render(
+        request,
+        "benchmarks/suite.html",
+        {
+            "team": t,
+            "suite": suite,
+            "manifest_json": json.dumps(suite.manifest, indent=2, ensure_ascii=False),
+            "items": [{"key": i.key, "split": i.split, "data": json.dumps(i.data, ensure_ascii=False)} for i in items],
+            "more": suite.n_items - len(items),
+            "versions": versions,
+        },
+    )
