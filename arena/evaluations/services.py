@@ -10,6 +10,7 @@ import inspect
 import logging
 import platform
 import subprocess
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
@@ -31,7 +32,7 @@ from arena.registry.models import Entry
 from arena.registry.services import backend_for
 from arena.teams.models import Team
 from ensembles import stats
-from ensembles.backends import BackendError, DecodingParams, ModelPool, TransientBackendError
+from ensembles.backends import BackendError, DecodingParams, LoglikelihoodUnsupported, ModelPool, TransientBackendError
 from ensembles.backends.base import digest_json
 from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, Strategy, make_strategy
@@ -212,6 +213,13 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
     run = wi.run
     suite = library_suite(run.suite)
     rows = list(SuiteItem.objects.filter(pk__in=wi.item_ids).order_by("position"))
+    note = None
+    if suite.by_loglikelihood:
+        try:
+            return _score_options(wi, re, suite, rows)
+        except LoglikelihoodUnsupported as exc:
+            # The result says how it was scored: by generation with letter extraction instead.
+            note = str(exc)
     params = decoding_for(run)
     prompts = {row.pk: suite.render_prompt(library_item(row)) for row in rows}
     keys = {pk: generation_key(re.fingerprint, p, params) for pk, p in prompts.items()}
@@ -253,7 +261,7 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
                 generation=gen,
                 prediction=prediction,
                 value=value,
-                details={"mean_logprob": gen.mean_logprob},
+                details={"mean_logprob": gen.mean_logprob, **({"fallback": note} if note else {})},
                 member_calls=1,
                 tokens=gen.prompt_tokens + gen.completion_tokens,
                 compute_s=gen.latency_s,
@@ -262,6 +270,76 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
         )
     Score.objects.bulk_create(scores, ignore_conflicts=True)
     return len(missing)
+
+
+def _score_options(wi: WorkItem, re: RunEntry, suite, rows: list[SuiteItem]) -> int:
+    """Multiple choice by log-likelihood: score every option's text after the prompt, cached like generations."""
+    run = wi.run
+    requests = {row.pk: suite.option_requests(library_item(row)) for row in rows}
+    keys = {
+        pk: digest_json({"fingerprint": re.fingerprint, "loglikelihood": [list(r) for r in reqs]})
+        for pk, reqs in requests.items()
+    }
+    cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
+    missing = [pk for pk, k in keys.items() if k not in cached]
+    if missing:
+        flat = [r for pk in missing for r in requests[pk]]
+        started = time.perf_counter()
+        try:
+            backend = POOL.get(re.fingerprint, lambda: backend_for(wi.entry))
+            logliks = backend.loglikelihood(flat)
+        except TransientBackendError as exc:
+            raise RetryLater(str(exc)) from exc
+        share = (time.perf_counter() - started) / len(missing)
+        rows_out, at = [], 0
+        for pk in missing:
+            n = len(requests[pk])
+            rows_out.append(
+                Generation(
+                    key=keys[pk],
+                    fingerprint=re.fingerprint,
+                    prompt=requests[pk][0][0],
+                    params={"kind": "loglikelihood", "continuations": [c for _, c in requests[pk]]},
+                    text="",
+                    token_logprobs=[round(x, 6) for x in logliks[at : at + n]],  # one per option
+                    latency_s=share,
+                )
+            )
+            at += n
+        Generation.objects.bulk_create(rows_out, ignore_conflicts=True)
+        cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
+    scores = []
+    for row in rows:
+        gen = cached[keys[row.pk]]
+        letter, value, per_option = suite.score_options(library_item(row), list(gen.token_logprobs))
+        scores.append(
+            Score(
+                run=run,
+                entry=wi.entry,
+                item=row,
+                generation=gen,
+                prediction=letter,
+                value=value,
+                details={
+                    "scoring": suite.manifest.scoring,
+                    "option_logprobs": per_option,
+                    # log of the chosen option's probability among the options: the answer's confidence
+                    "mean_logprob": _chosen_logprob(per_option, letter),
+                },
+                member_calls=1,
+                compute_s=gen.latency_s,
+                latency_s=gen.latency_s,
+            )
+        )
+    Score.objects.bulk_create(scores, ignore_conflicts=True)
+    return len(missing)
+
+
+def _chosen_logprob(per_option: dict[str, float], letter: str) -> float:
+    values = np.array(list(per_option.values()), dtype=float)
+    top = values.max()
+    log_norm = top + np.log(np.exp(values - top).sum())
+    return float(per_option[letter] - log_norm)
 
 
 def _fail_work_item(wi: WorkItem, reason: str) -> None:
@@ -391,6 +469,7 @@ def _combine(run: Run, blend: Entry) -> None:
                 answer=row[m.pk].prediction,
                 text=row[m.pk].generation.text if row[m.pk].generation else "",
                 logprob=row[m.pk].details.get("mean_logprob"),
+                option_logprobs=row[m.pk].details.get("option_logprobs"),
             )
             for m in members
             if m.pk in row

@@ -9,6 +9,7 @@ from ensembles.backends.base import (
     BackendOptions,
     DecodingParams,
     Generation,
+    LoglikelihoodUnsupported,
     TransientBackendError,
     make_backend,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "BackendOptions",
     "DecodingParams",
     "Generation",
+    "LoglikelihoodUnsupported",
     "ModelPool",
     "TransientBackendError",
     "make_backend",

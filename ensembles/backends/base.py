@@ -19,6 +19,10 @@ class BackendError(EnsembleError):
     """A member cannot be loaded or called; the message is shown to the team as is."""
 
 
+class LoglikelihoodUnsupported(BackendError):
+    """The member cannot score given continuations (an endpoint without prompt log-probabilities)."""
+
+
 class TransientBackendError(BackendError):
     """A failure worth retrying later (rate limit, server busy, connection reset)."""
 

@@ -184,23 +184,41 @@ class TransformersBackend(Backend):
         return text, len(kept_ids)
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
+        """Sum of the continuation's token log-probabilities after the context, batched.
+
+        Rows are left-padded so every continuation ends at the last position: the model only
+        computes logits for the last few positions (``logits_to_keep``), which keeps memory
+        small even with a 262k-token vocabulary.
+        """
         self._ensure_loaded()
         torch = _torch()
-        results: list[float] = []
         tok = self.tokenizer
+        encoded = []
         for context, continuation in requests:
             ctx_ids = tok(context, add_special_tokens=True)["input_ids"]
             cont_ids = tok(continuation, add_special_tokens=False)["input_ids"]
-            if not cont_ids:
-                results.append(0.0)
-                continue
-            ids = torch.tensor([ctx_ids + cont_ids], device=self.device)
+            encoded.append((ctx_ids, cont_ids))
+        results = [0.0] * len(requests)
+        order = sorted((i for i, (_, cont) in enumerate(encoded) if cont), key=lambda i: -sum(map(len, encoded[i])))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        for start in range(0, len(order), self.config.batch_size):
+            chunk = order[start : start + self.config.batch_size]
+            rows = [encoded[i][0] + encoded[i][1] for i in chunk]
+            width = max(map(len, rows))
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(len(encoded[i][1]) for i in chunk) + 1
             with torch.inference_mode():
-                logits = self.model(ids).logits[0, :-1].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            targets = ids[0, 1:]
-            picked = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
-            results.append(float(picked[-len(cont_ids) :].sum()))
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                ).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts the last keep-1 tokens
+            for row, i in enumerate(chunk):
+                cont = encoded[i][1]
+                targets = torch.tensor(cont, device=self.device)
+                picked = logprobs[row, -len(cont) :].gather(1, targets.unsqueeze(1))
+                results[i] = float(picked.sum())
         return results
 
 

@@ -16,6 +16,7 @@ from ensembles.backends.base import (
     BackendError,
     DecodingParams,
     Generation,
+    LoglikelihoodUnsupported,
     TransientBackendError,
     digest_json,
     truncate_at_stop,
@@ -118,7 +119,7 @@ class OpenAIBackend(Backend):
         return out
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
-        raise BackendError(
+        raise LoglikelihoodUnsupported(
             "this endpoint offers no prompt log-probabilities; "
             "multiple-choice suites fall back to generation with answer extraction"
         )

@@ -38,6 +38,9 @@ JUDGE_METRIC = "judge"
 CODE_METRIC = "code_pass"
 
 TaskType = Literal["generation", "multiple_choice", "code", "judge"]
+# How multiple-choice items are answered: by generating and extracting a letter, or by the
+# log-likelihood of each option's text after the prompt (raw, or per character as lm-eval's acc_norm).
+Scoring = Literal["generate", "loglikelihood", "loglikelihood_norm"]
 
 
 class FewShot(BaseModel):
@@ -69,6 +72,7 @@ class SuiteManifest(BaseModel):
     description: str = ""
     max_new_tokens: int = Field(default=16, ge=1, le=512)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
+    scoring: Scoring = "generate"
 
     @field_validator("answer_extraction")
     @classmethod
@@ -112,7 +116,17 @@ class SuiteManifest(BaseModel):
             raise ValueError(f"metric {JUDGE_METRIC!r} goes with task_type 'judge' and only with it")
         if (self.task_type == "code") != (self.metric == CODE_METRIC):
             raise ValueError(f"metric {CODE_METRIC!r} goes with task_type 'code' and only with it")
+        if self.scoring != "generate" and self.task_type != "multiple_choice":
+            raise ValueError(f"scoring {self.scoring!r} is for multiple_choice suites only")
         return self
+
+    def canonical(self) -> dict[str, Any]:
+        """The manifest as hashed: fields added later are left out while at their default,
+        so suites stored before they existed keep their hash."""
+        data = self.model_dump(mode="json")
+        if data.get("scoring") == "generate":
+            del data["scoring"]
+        return data
 
 
 class Item(BaseModel):
@@ -226,7 +240,7 @@ class Suite:
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON of manifest and items; any edit changes it."""
         payload = {
-            "manifest": self.manifest.model_dump(mode="json"),
+            "manifest": self.manifest.canonical(),
             "items": [_canonical_item(item) for item in self.items],
         }
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -269,6 +283,33 @@ class Suite:
                 self.program(item, prediction), build_test_code(item.tests or "", item.entry_point)
             )
         return prediction, self._metric.score(prediction, self.reference_answer(item))
+
+    @property
+    def by_loglikelihood(self) -> bool:
+        """True when items are answered by the log-likelihood of each option rather than by generating."""
+        return self.manifest.scoring != "generate"
+
+    def option_requests(self, item: Item) -> list[tuple[str, str]]:
+        """(context, continuation) per option: the rendered prompt, then the option's text."""
+        prompt = self.render_prompt(item)
+        return [(prompt, TARGET_DELIMITER + choice) for choice in item.choices or []]
+
+    def score_options(self, item: Item, logliks: list[float]) -> tuple[str, float, dict[str, float]]:
+        """Pick the most likely option; returns (letter, score, each option's letter -> log-likelihood used).
+
+        ``loglikelihood_norm`` divides each by the option's length in characters (lm-eval's acc_norm).
+        """
+        choices = item.choices or []
+        if len(logliks) != len(choices):
+            raise SuiteError(f"item {item.id!r} has {len(choices)} options but got {len(logliks)} log-likelihoods")
+        if self.manifest.scoring == "loglikelihood_norm":
+            logliks = [ll / max(len(TARGET_DELIMITER + c), 1) for ll, c in zip(logliks, choices, strict=True)]
+        per_option = {OPTION_LETTERS[i]: round(float(ll), 6) for i, ll in enumerate(logliks)}
+        # max() keeps the first of equal values: ties go to the earlier option, deterministically.
+        best = max(range(len(choices)), key=lambda i: logliks[i])
+        letter = OPTION_LETTERS[best]
+        metric = get_metric(self.manifest.metric)  # multiple-choice suites always have a per-item metric
+        return letter, metric.score(letter, self.reference_answer(item)), per_option
 
     def program(self, item: Item, completion: str) -> str:
         """The program a code completion stands for: the prompt plus its continuation.

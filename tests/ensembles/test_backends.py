@@ -53,6 +53,18 @@ def test_loglikelihood_of_a_continuation_is_a_finite_negative_number(tiny_llama_
     assert one < 0 and two < one
 
 
+def test_batched_loglikelihood_matches_one_request_at_a_time(tiny_llama_dir, options):
+    requests = [
+        ("The capital of France is", " Paris"),
+        ("Q: 2 + 2?\nA:", " 4"),
+        ("A much longer context, so that the rows of one batch need padding on the left:", " yes it does"),
+        ("x", " y z"),
+    ]
+    batched = make_backend("hf", {"path": str(tiny_llama_dir), "batch_size": 4}, options=options)
+    single = make_backend("hf", {"path": str(tiny_llama_dir), "batch_size": 1}, options=options)
+    assert batched.loglikelihood(requests) == pytest.approx(single.loglikelihood(requests), abs=1e-4)
+
+
 def test_the_fingerprint_is_stable_and_changes_with_the_weights(tiny_llama_dir, options, tmp_path):
     first = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options).fingerprint()
     assert first == make_backend("hf", {"path": str(tiny_llama_dir)}, options=options).fingerprint()
@@ -123,6 +135,27 @@ def test_the_pool_keeps_the_most_recently_used_models(tiny_llama_dir, options):
     pool.get("c", maker("c"))  # evicts b, the least recently used
     assert pool.loaded() == ["a", "c"]
     assert made == ["a", "b", "c"]
+
+
+def test_the_pool_reports_what_it_holds_while_another_model_is_loading(tiny_llama_dir, options):
+    pool = ModelPool(max_models=2)
+    pool.get("a", lambda: make_backend("hf", {"path": str(tiny_llama_dir)}, options=options))
+    started, release = threading.Event(), threading.Event()
+
+    def slow_make():
+        started.set()
+        release.wait(timeout=30)
+        return make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
+
+    loader = threading.Thread(target=pool.get, args=("b", slow_make))
+    loader.start()
+    try:
+        assert started.wait(timeout=30)
+        assert pool.loaded() == ["a"]  # answers at once, though the load holds the pool's lock
+    finally:
+        release.set()
+        loader.join(timeout=60)
+    assert pool.loaded() == ["a", "b"]
 
 
 class Endpoint:

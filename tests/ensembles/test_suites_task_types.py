@@ -129,3 +129,43 @@ def load_suite_error(manifest: str, items: str) -> SuiteError:
     with pytest.raises(SuiteError) as info:
         load_suite(manifest, items)
     return info.value
+
+
+MC_MANIFEST = """\
+name: tiny-mc
+version: "1"
+task_type: multiple_choice
+prompt_template: "{input}\\n{choices}\\nAnswer:"
+answer_extraction: letter
+metric: exact_match
+"""
+MC_ITEMS = jsonl(
+    {"id": "m1", "input": "Sky colour?", "choices": ["blue", "a long wrong answer"], "gold": 0, "split": "test"}
+)
+
+
+def test_multiple_choice_by_log_likelihood_picks_the_likeliest_option_and_can_normalize_by_length():
+    raw = load_suite(MC_MANIFEST + "scoring: loglikelihood\n", MC_ITEMS)
+    norm = load_suite(MC_MANIFEST + "scoring: loglikelihood_norm\n", MC_ITEMS)
+    item = raw.items[0]
+    assert raw.by_loglikelihood and norm.by_loglikelihood
+    context = raw.render_prompt(item)
+    assert raw.option_requests(item) == [(context, " blue"), (context, " a long wrong answer")]
+    # The long option is less likely in total but more likely per character.
+    logliks = [-5.0, -10.0]
+    assert raw.score_options(item, logliks) == ("A", 1.0, {"A": -5.0, "B": -10.0})
+    letter, value, per_option = norm.score_options(item, logliks)
+    assert (letter, value) == ("B", 0.0)
+    assert per_option == {"A": pytest.approx(-5.0 / 5), "B": pytest.approx(-10.0 / 20)}
+    with pytest.raises(SuiteError, match="2 options but got 1"):
+        raw.score_options(item, [-1.0])
+
+
+def test_the_scoring_field_leaves_existing_hashes_alone_and_is_only_for_multiple_choice():
+    plain = load_suite(MC_MANIFEST, MC_ITEMS)
+    explicit = load_suite(MC_MANIFEST + "scoring: generate\n", MC_ITEMS)
+    assert not plain.by_loglikelihood
+    assert plain.content_hash() == explicit.content_hash()
+    assert load_suite(MC_MANIFEST + "scoring: loglikelihood\n", MC_ITEMS).content_hash() != plain.content_hash()
+    with pytest.raises(SuiteError, match="scoring 'loglikelihood' is for multiple_choice suites only"):
+        load_suite(JUDGE_MANIFEST + "scoring: loglikelihood\n", jsonl({"id": "j", "input": "hi", "split": "test"}))
