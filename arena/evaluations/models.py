@@ -28,6 +28,10 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     # Library versions, git revision and the exact configuration that produced the results.
     provenance = models.JSONField(default=dict, blank=True)
+    # Judge suites: the model that compares answers, how far judging went, and its ratings.
+    judge = models.ForeignKey(Entry, null=True, blank=True, on_delete=models.SET_NULL, related_name="judged_runs")
+    judge_state = models.CharField(max_length=10, choices=State.choices, blank=True, default="")
+    results = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -147,3 +151,25 @@ class Score(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entry} on {self.item}: {self.value}"
+
+
+class Comparison(models.Model):
+    """A judge's verdicts on two entries' answers to one item, shown in both orders."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="comparisons")
+    item = models.ForeignKey(SuiteItem, on_delete=models.CASCADE, related_name="+")
+    first = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="+")
+    second = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="+")
+    forward = models.CharField(max_length=4, blank=True, help_text="verdict with first shown as A: A, B, tie")
+    swapped = models.CharField(max_length=4, blank=True, help_text="verdict with first shown as B")
+    outcome = models.CharField(max_length=6, blank=True, help_text="first, second, tie; blank when unreadable")
+    forward_generation = models.ForeignKey(Generation, null=True, on_delete=models.SET_NULL, related_name="+")
+    swapped_generation = models.ForeignKey(Generation, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "item", "first", "second"], name="one_comparison_per_pair")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.first_id} vs {self.second_id} on {self.item_id}: {self.outcome or '?'}"

@@ -27,7 +27,7 @@ from django.utils import timezone
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.benchmarks.services import library_item, library_suite
 from arena.evaluations import events
-from arena.evaluations.models import TERMINAL, Generation, Run, RunEntry, Score, State, WorkItem
+from arena.evaluations.models import TERMINAL, Comparison, Generation, Run, RunEntry, Score, State, WorkItem
 from arena.registry.models import Entry
 from arena.registry.services import backend_for
 from arena.teams.models import Team
@@ -75,13 +75,22 @@ def provenance() -> dict:
     }
 
 
-def create_run(team: Team, suite: Suite, entries: Iterable[Entry], *, splits=None, user=None) -> Run:
-    """Record a run of ``entries`` (and their blends' members) on ``suite`` and queue its planning."""
+def create_run(
+    team: Team, suite: Suite, entries: Iterable[Entry], *, splits=None, user=None, judge: Entry | None = None
+) -> Run:
+    """Record a run of ``entries`` (and their blends' members) on ``suite`` and queue its planning.
+
+    A judge suite needs a ``judge``: a single model of the team that compares the entries' answers.
+    """
     entries = list(entries)
     if not entries:
         raise ValidationError({"entries": "choose at least one entry"})
     if suite.team_id != team.id or any(e.team_id != team.id for e in entries):
         raise ValidationError({"entries": "entries and suite must belong to the team"})
+    if suite.task_type == "judge":
+        _check_judged(team, entries, judge)
+    elif judge is not None:
+        raise ValidationError({"judge": f"only judge suites take a judge; {suite.name} is scored by its metric"})
     manifest_splits = suite.manifest.get("splits", ["test"])
     splits = list(splits or (["test"] if "test" in manifest_splits else manifest_splits[:1]))
     unknown = [s for s in splits if s not in manifest_splits]
@@ -99,7 +108,9 @@ def create_run(team: Team, suite: Suite, entries: Iterable[Entry], *, splits=Non
     if total == 0:
         raise ValidationError({"splits": "the suite has no items in these splits"})
     with transaction.atomic():
-        run = Run.objects.create(team=team, suite=suite, splits=splits, created_by=user, provenance=provenance())
+        run = Run.objects.create(
+            team=team, suite=suite, splits=splits, created_by=user, provenance=provenance(), judge=judge
+        )
         RunEntry.objects.bulk_create(
             [RunEntry(run=run, entry=e, is_target=True, total_items=total) for e in targets.values()]
             + [
@@ -112,6 +123,23 @@ def create_run(team: Team, suite: Suite, entries: Iterable[Entry], *, splits=Non
 
         transaction.on_commit(lambda: plan_run.delay(run.pk))
     return run
+
+
+def _check_judged(team: Team, entries: list[Entry], judge: Entry | None) -> None:
+    if judge is None:
+        raise ValidationError({"judge": "a judge suite needs a judge: choose a model to compare the answers"})
+    if judge.team_id != team.id or judge.is_blend:
+        raise ValidationError({"judge": "the judge must be one of the team's single models"})
+    blends = [e.name for e in entries if e.is_blend]
+    if blends:
+        raise ValidationError(
+            {
+                "entries": f"judge suites compare single models' free-text answers; blends cannot take part yet: "
+                f"{', '.join(blends)}"
+            }
+        )
+    if len(entries) < 2:
+        raise ValidationError({"entries": "a judge suite compares answers: choose at least two entries"})
 
 
 def plan_run(run_id: int) -> None:
@@ -252,7 +280,11 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
     scores = []
     for row in rows:
         gen = cached[keys[row.pk]]
-        prediction, value = suite.score(library_item(row), gen.text)
+        if suite.manifest.task_type == "judge":
+            # Scored later, by the judge comparing this answer with the other entries'.
+            prediction, value = suite.extract(gen.text), 0.0
+        else:
+            prediction, value = suite.score(library_item(row), gen.text)
         scores.append(
             Score(
                 run=run,
@@ -377,12 +409,17 @@ def advance_run(run_id: int) -> None:
         return
     run_entries = list(RunEntry.objects.filter(run=run).select_related("entry"))
     by_entry = {re.entry_id: re for re in run_entries}
+    judged = run.suite.task_type == "judge"
+    answered = 0  # judge suites: entries whose answers are all in, waiting for the judge
     for re in run_entries:
         if re.entry.is_blend or re.state != State.RUNNING:
             continue
         states = set(WorkItem.objects.filter(run=run, entry=re.entry).values_list("state", flat=True))
         if states and states <= {State.DONE}:
-            finish_entry(re)
+            if judged:
+                answered += 1
+            else:
+                finish_entry(re)
         elif State.FAILED in states and not states & {State.QUEUED, State.RUNNING}:
             errors = WorkItem.objects.filter(run=run, entry=re.entry, state=State.FAILED).values_list(
                 "error", flat=True
@@ -407,7 +444,20 @@ def advance_run(run_id: int) -> None:
                 state=State.RUNNING, started_at=timezone.now()
             ):
                 transaction.on_commit(lambda pk=re.pk: combine_blend.delay(pk))
+    if judged and answered and _all_answered(run):
+        from arena.evaluations.tasks import judge_run
+
+        if Run.objects.filter(pk=run.pk, judge_state="").update(judge_state=State.QUEUED):
+            transaction.on_commit(lambda: judge_run.delay(run.pk))
     _close_if_finished(run)
+
+
+def _all_answered(run: Run) -> bool:
+    """Every entry of a judge run has either failed or has all its batches done."""
+    for re in RunEntry.objects.filter(run=run, state=State.RUNNING):
+        if WorkItem.objects.filter(run=run, entry_id=re.entry_id).exclude(state=State.DONE).exists():
+            return False
+    return True
 
 
 def _close_if_finished(run: Run) -> None:
@@ -512,6 +562,178 @@ def _combine(run: Run, blend: Entry) -> None:
     Score.objects.bulk_create(out, ignore_conflicts=True)
 
 
+# --- Judging ------------------------------------------------------------------------------
+
+JUDGE_PARAMS = DecodingParams(max_new_tokens=24, stop=())
+
+
+def judge_run(run_id: int) -> None:
+    """Compare every pair of entries' answers per item with the run's judge, in both orders.
+
+    Each answer's score on an item is its mean outcome against the others (win 1, tie 0.5);
+    the run keeps Bradley-Terry ratings with bootstrap intervals over all comparisons. Judge
+    calls are cached like generations, so judging again costs nothing.
+    """
+    run = Run.objects.select_related("suite", "judge").filter(pk=run_id).first()
+    if run is None or run.state in TERMINAL:
+        return
+    if not Run.objects.filter(pk=run_id, judge_state__in=[State.QUEUED, State.RUNNING]).update(
+        judge_state=State.RUNNING
+    ):
+        return
+    contestants = list(RunEntry.objects.filter(run=run, state=State.RUNNING).select_related("entry"))
+    if len(contestants) < 2:
+        for re in contestants:
+            fail_entry(re, "nothing to compare with: every other entry failed")
+        Run.objects.filter(pk=run_id).update(judge_state=State.FAILED)
+        advance_run(run_id)
+        return
+    if run.judge is None:
+        for re in contestants:
+            fail_entry(re, "the run's judge model was deleted")
+        Run.objects.filter(pk=run_id).update(judge_state=State.FAILED)
+        advance_run(run_id)
+        return
+    try:
+        usage = _judge_pairs(run, [re.entry for re in contestants])
+    except TransientBackendError as exc:
+        Run.objects.filter(pk=run_id).update(judge_state=State.QUEUED)
+        raise RetryLater(str(exc)) from exc
+    except (BackendError, EnsembleError) as exc:
+        for re in contestants:
+            fail_entry(re, f"judge {run.judge.name} failed: {exc}")
+        Run.objects.filter(pk=run_id).update(judge_state=State.FAILED)
+        advance_run(run_id)
+        return
+    ratings = _judge_scores(run, [re.entry for re in contestants])
+    Run.objects.filter(pk=run_id).update(
+        judge_state=State.DONE, results={"judge": {"entry": run.judge.name, **usage}, "ratings": ratings}
+    )
+    for re in contestants:
+        RunEntry.objects.filter(pk=re.pk).update(done_items=Score.objects.filter(run=run, entry=re.entry).count())
+        finish_entry(RunEntry.objects.get(pk=re.pk))
+    events.publish(run, "judged")
+    advance_run(run_id)
+
+
+def _judge_pairs(run: Run, entries: list[Entry]) -> dict:
+    """Ask the judge about every (item, pair) not yet compared; returns the judge's usage."""
+    from ensembles.judge import combine_orders, judge_prompt, parse_verdict
+
+    judge_backend = backend_for(run.judge)
+    judge_backend.check()
+    fingerprint = judge_backend.fingerprint()
+    answers: dict[int, dict[int, Score]] = defaultdict(dict)
+    for sc in Score.objects.filter(run=run, entry__in=entries).select_related("item"):
+        answers[sc.item_id][sc.entry_id] = sc
+    done = set(Comparison.objects.filter(run=run).values_list("item_id", "first_id", "second_id"))
+    pending = []  # (item, first, second, forward prompt, swapped prompt)
+    for item_id, row in answers.items():
+        ordered = [e for e in entries if e.pk in row]
+        for i, a in enumerate(ordered):
+            for b in ordered[i + 1 :]:
+                if (item_id, a.pk, b.pk) in done:
+                    continue
+                question = row[a.pk].item.data["input"]
+                ans_a, ans_b = row[a.pk].prediction, row[b.pk].prediction
+                pending.append(
+                    (item_id, a, b, judge_prompt(question, ans_a, ans_b), judge_prompt(question, ans_b, ans_a))
+                )
+    prompts = sorted({p for *_, fwd, swp in pending for p in (fwd, swp)})
+    keys = {p: generation_key(fingerprint, p, JUDGE_PARAMS) for p in prompts}
+    cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
+    missing = [p for p in prompts if keys[p] not in cached]
+    if missing:
+        outputs = POOL.get(fingerprint, lambda: judge_backend).generate(missing, JUDGE_PARAMS)
+        Generation.objects.bulk_create(
+            [
+                Generation(
+                    key=keys[p],
+                    fingerprint=fingerprint,
+                    prompt=p,
+                    params=JUDGE_PARAMS.model_dump(mode="json"),
+                    text=out.text,
+                    token_logprobs=out.token_logprobs,
+                    prompt_tokens=out.prompt_tokens,
+                    completion_tokens=out.completion_tokens,
+                    latency_s=out.latency_s,
+                )
+                for p, out in zip(missing, outputs, strict=True)
+            ],
+            ignore_conflicts=True,
+        )
+        cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
+    rows = []
+    for item_id, a, b, fwd, swp in pending:
+        g_fwd, g_swp = cached[keys[fwd]], cached[keys[swp]]
+        v_fwd, v_swp = parse_verdict(g_fwd.text), parse_verdict(g_swp.text)
+        rows.append(
+            Comparison(
+                run=run,
+                item_id=item_id,
+                first=a,
+                second=b,
+                forward=v_fwd or "",
+                swapped=v_swp or "",
+                outcome=combine_orders(v_fwd, v_swp) or "",
+                forward_generation=g_fwd,
+                swapped_generation=g_swp,
+            )
+        )
+    Comparison.objects.bulk_create(rows, ignore_conflicts=True)
+    used = [cached[keys[p]] for p in prompts]
+    return {
+        "calls": len(used),
+        "new_calls": len(missing),
+        "tokens": sum(g.prompt_tokens + g.completion_tokens for g in used),
+        "compute_s": round(sum(g.latency_s for g in used), 3),
+    }
+
+
+def _judge_scores(run: Run, entries: list[Entry]) -> dict:
+    """Write each answer's mean outcome into its Score; return Bradley-Terry ratings by entry name."""
+    from ensembles.judge import OUTCOME_SCORE
+
+    names = {e.pk: e.name for e in entries}
+    per_answer: dict[tuple[int, int], list[float]] = defaultdict(list)
+    battles: list[stats.Battle] = []
+    report_items = set(SuiteItem.objects.filter(suite=run.suite, split=run.report_split).values_list("pk", flat=True))
+    unreadable = 0
+    for c in Comparison.objects.filter(run=run, first__in=entries, second__in=entries):
+        if not c.outcome:
+            unreadable += 1
+            continue
+        first_score = OUTCOME_SCORE[c.outcome]
+        per_answer[(c.item_id, c.first_id)].append(first_score)
+        per_answer[(c.item_id, c.second_id)].append(1.0 - first_score)
+        if c.item_id in report_items:
+            battles.append((names[c.first_id], names[c.second_id], first_score))
+    updates = []
+    for sc in Score.objects.filter(run=run, entry__in=entries):
+        outcomes = per_answer.get((sc.item_id, sc.entry_id), [])
+        # No readable verdict on this item: neither better nor worse than the others.
+        sc.value = float(np.mean(outcomes)) if outcomes else 0.5
+        sc.details = {**sc.details, "judged": len(outcomes)}
+        sc.details.pop("awaiting_judge", None)
+        updates.append(sc)
+    Score.objects.bulk_update(updates, ["value", "details"])
+    intervals = stats.bradley_terry_intervals(battles, resamples=200, seed=run.pk) if battles else {}
+    bounds = stats.rating_rank_bounds(intervals) if intervals else {}
+    return {
+        "battles": len(battles),
+        "unreadable": unreadable,
+        "entries": {
+            name: {
+                "rating": round(iv.mean, 1),
+                "low": round(iv.low, 1),
+                "high": round(iv.high, 1),
+                "rank_upper_bound": bounds[name],
+            }
+            for name, iv in intervals.items()
+        },
+    }
+
+
 # --- Aggregation --------------------------------------------------------------------------
 
 
@@ -595,7 +817,7 @@ def requeue_stale() -> int:
 
 def requeue_unfinished() -> int:
     """After a restart of every worker, put back work that was queued or held by a dead worker."""
-    from arena.evaluations.tasks import combine_blend, generate_batch, plan_run
+    from arena.evaluations.tasks import combine_blend, generate_batch, judge_run, plan_run
 
     n = 0
     for run in Run.objects.filter(state=State.QUEUED):
@@ -607,6 +829,10 @@ def requeue_unfinished() -> int:
         n += 1
     for re in RunEntry.objects.filter(run__state=State.RUNNING, entry__kind="blend", state=State.RUNNING):
         transaction.on_commit(lambda pk=re.pk: combine_blend.delay(pk))
+        n += 1
+    for run in Run.objects.filter(state=State.RUNNING, judge_state__in=[State.QUEUED, State.RUNNING]):
+        Run.objects.filter(pk=run.pk).update(judge_state=State.QUEUED)
+        transaction.on_commit(lambda pk=run.pk: judge_run.delay(pk))
         n += 1
     for run in Run.objects.filter(state=State.RUNNING):
         advance_run(run.pk)

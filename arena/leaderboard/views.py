@@ -125,12 +125,16 @@ def start_run(request, team: str):
     suite = Suite.objects.filter(team=t, pk=int(suite_id)).first() if suite_id.isdigit() else None
     ids = [int(i) for i in request.POST.getlist("entries") if i.isdigit()]
     entries = list(Entry.objects.filter(team=t, pk__in=ids))
+    judge_id = request.POST.get("judge", "")
+    judge = Entry.objects.filter(team=t, pk=int(judge_id)).first() if judge_id.isdigit() else None
     try:
         if suite is None:
             raise ValidationError({"suite": "choose a suite"})
         if len(entries) != len(ids):
             raise ValidationError({"entries": "unknown entries"})
-        run = evaluations.create_run(t, suite, entries, user=request.user)
+        if judge_id and judge is None:
+            raise ValidationError({"judge": "unknown judge"})
+        run = evaluations.create_run(t, suite, entries, user=request.user, judge=judge)
     except ValidationError as exc:
         for msg in _errors(exc):
             messages.error(request, msg)

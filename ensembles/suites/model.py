@@ -269,6 +269,10 @@ class Suite:
             return OPTION_LETTERS[item.gold]
         return item.reference or ""
 
+    def extract(self, generated_text: str) -> str:
+        """The answer the manifest's extractor finds in ``generated_text``."""
+        return self._extract(generated_text)
+
     def score(self, item: Item, generated_text: str) -> tuple[str, float]:
         """Extract the answer from ``generated_text`` and score it; returns (prediction, score).
 
