@@ -23,13 +23,13 @@ up: $(VENV)/.installed
 	$(PY) manage.py up --port $(PORT)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check arena ensembles tests
+	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench
 	ARENA_DATA_DIR=$(CURDIR)/data/test $(PY) manage.py fetch_models
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/data/test \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check arena ensembles tests
+	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench
 
 venv: $(VENV)/.installed
 

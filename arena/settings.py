@@ -105,6 +105,9 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"), conn_max_age=env_int("DB_CONN_MAX_AGE", 0)
     )
 }
+# A password kept out of the URL, e.g. in a secret file shared with the database container.
+if database_password := env_secret("DATABASE_PASSWORD"):
+    DATABASES["default"]["PASSWORD"] = database_password
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker write at once: WAL lets readers go on, IMMEDIATE
     # transactions take the write lock up front instead of failing on upgrade.
@@ -139,10 +142,13 @@ CELERY_TASK_TIME_LIMIT = env_int("ARENA_TASK_TIME_LIMIT", 1800, minimum=60)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-CELERY_TASK_ROUTES = {
-    "arena.evaluations.tasks.generate_batch": {"queue": "gpu"},
-    "arena.evaluations.tasks.*": {"queue": "cpu"},
-}
+# GPU queues: `gpu`, or `gpu.0` … `gpu.<N-1>` with N shards, a model's batches always to one
+# shard so its workers keep the weights loaded (arena/evaluations/routing.py).
+ARENA_GPU_SHARDS = env_int("ARENA_GPU_SHARDS", 1, minimum=1)
+CELERY_TASK_ROUTES = [
+    "arena.evaluations.routing.route_task",
+    {"arena.evaluations.tasks.*": {"queue": "cpu"}},
+]
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -200,11 +206,19 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
 
+# Every record carries the run and the Celery task it belongs to (arena/core/logs.py).
+LOG_FORMAT = env_str("ARENA_LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"ARENA_LOG_FORMAT={LOG_FORMAT!r} must be text or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "arena.core.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"()": "arena.core.logs.TextFormatter"},
+        "json": {"()": "arena.core.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env_str("ARENA_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }

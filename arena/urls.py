@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from arena.benchmarks import views as suites
-from arena.core.views import healthz
+from arena.core.views import healthz, ops
 from arena.leaderboard import serving
 from arena.leaderboard import views as board
 from arena.leaderboard.api import api
@@ -12,6 +12,7 @@ from arena.teams import views as teams
 urlpatterns = [
     path("", teams.home, name="home"),
     path("healthz", healthz, name="healthz"),
+    path("ops/", ops, name="ops"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("v1/models", serving.models, name="openai_models"),

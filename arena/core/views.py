@@ -1,11 +1,14 @@
-"""Health: database, Redis and worker reachability."""
+"""Health (database, Redis and worker reachability) and the staff operations page."""
 
 from __future__ import annotations
 
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+
+from arena.core import ops as ops_service
 
 
 def healthz(request):
@@ -34,3 +37,13 @@ def healthz(request):
         checks["workers"] = {"ok": False, "error": "redis unreachable"}
     ok = all(c["ok"] for c in checks.values())
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
+
+
+def ops(request):
+    """Queues, workers and their models, recent failures: staff only, a 404 to anyone else."""
+    if not (request.user.is_authenticated and request.user.is_staff):
+        raise Http404
+    snapshot = ops_service.snapshot()
+    if request.GET.get("format") == "json":
+        return JsonResponse(snapshot)
+    return render(request, "core/ops.html", {"ops": snapshot})

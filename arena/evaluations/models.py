@@ -70,6 +70,7 @@ class RunEntry(models.Model):
     lift = models.FloatField(null=True, blank=True)
     lift_low = models.FloatField(null=True, blank=True)
     lift_high = models.FloatField(null=True, blank=True)
+    lift_p = models.FloatField(null=True, blank=True, help_text="McNemar's exact p-value, binary metrics only")
     member_calls = models.PositiveIntegerField(default=0)
     tokens = models.PositiveIntegerField(default=0)
     compute_s = models.FloatField(default=0.0)

@@ -35,7 +35,9 @@ from ensembles import stats
 from ensembles.backends import BackendError, DecodingParams, LoglikelihoodUnsupported, ModelPool, TransientBackendError
 from ensembles.backends.base import digest_json
 from ensembles.errors import EnsembleError
+from ensembles.metrics import EXTRACTORS, get_metric
 from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, Strategy, make_strategy
+from ensembles.suites.model import render_choices
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +495,7 @@ def combine_blend(run_entry_id: int) -> None:
 
 
 def build_strategy(blend: Entry) -> Strategy:
-    """The blend's strategy; those that embed inputs get the shipped MiniLM encoder."""
+    """The blend's strategy; those that embed inputs or compare candidates get the shipped MiniLM encoder."""
     cls = STRATEGIES.get(blend.strategy)
     if "embedder" in inspect.signature(cls.__init__).parameters:
         return cls(blend.params, embedder=MiniLMEmbedder(settings.MODELS_DIR / "all-MiniLM-L6-v2"))
@@ -504,6 +506,11 @@ def _combine(run: Run, blend: Entry) -> None:
     suite = library_suite(run.suite)
     members = blend.ordered_members()
     strategy = build_strategy(blend)
+    caller = None
+    if strategy.calls_models:
+        from arena.evaluations.calls import ArenaCaller
+
+        caller = ArenaCaller(run.team, decoding_for(run), EXTRACTORS.get(suite.manifest.answer_extraction))
     scores = Score.objects.filter(run=run, entry__in=members).select_related("generation", "item")
     grid: dict[int, dict[int, Score]] = defaultdict(dict)
     items: dict[int, SuiteItem] = {}
@@ -525,19 +532,33 @@ def _combine(run: Run, blend: Entry) -> None:
             if m.pk in row
         ]
 
+    def question(item: SuiteItem) -> str:
+        # A model asked to fuse or refine answers must see the options they refer to.
+        if strategy.calls_models and item.data.get("choices"):
+            return f"{item.data['input']}\n{render_choices(item.data['choices'])}"
+        return item.data["input"]
+
     if strategy.needs_fit:
         dev = [i for i, it in items.items() if it.split == "dev"]
         if not dev:
             raise EnsembleError(f"{blend.strategy} learns from the dev split, and this run has none")
+        extra = {}
+        if "scorer" in inspect.signature(strategy.fit).parameters and suite.manifest.task_type in (
+            "generation",
+            "multiple_choice",
+        ):
+            # Rankers label dev pairs with the suite's own metric (partial credit counts).
+            extra["scorer"] = get_metric(suite.manifest.metric).score
         strategy.fit(
             [answers(i) for i in dev],
             [suite.reference_answer(library_item(items[i])) for i in dev],
             dev_inputs=[items[i].data["input"] for i in dev],
+            **extra,
         )
     by_name = {m.name: m.pk for m in members}
     out = []
     for item_id, row in grid.items():
-        decision = strategy.combine(answers(item_id), item_input=items[item_id].data["input"])
+        decision = strategy.combine(answers(item_id), item_input=question(items[item_id]), caller=caller)
         prediction, value = suite.score(library_item(items[item_id]), decision.answer)
         used = (
             list(row.values())
@@ -553,13 +574,16 @@ def _combine(run: Run, blend: Entry) -> None:
                 value=value,
                 details=decision.details,
                 member_calls=decision.member_calls,
-                tokens=sum(s.tokens for s in used),
-                compute_s=sum(s.compute_s for s in used),
-                # Members run side by side, so the blend waits for the slowest it consulted.
-                latency_s=max((s.latency_s for s in used), default=0.0),
+                tokens=sum(s.tokens for s in used) + decision.calls.tokens,
+                compute_s=sum(s.compute_s for s in used) + decision.calls.compute_s,
+                # Members run side by side, so the blend waits for the slowest it consulted, then
+                # for its own calls (a fuser, a pipeline's steps), which come after.
+                latency_s=max((s.latency_s for s in used), default=0.0) + decision.calls.latency_s,
             )
         )
     Score.objects.bulk_create(out, ignore_conflicts=True)
+    if caller is not None and caller.new_calls:
+        RunEntry.objects.filter(run=run, entry=blend).update(new_calls=F("new_calls") + caller.new_calls)
 
 
 # --- Judging ------------------------------------------------------------------------------
@@ -779,11 +803,18 @@ def _lift(run: Run, blend: Entry, scores: dict[int, Score]) -> dict:
     diff = stats.paired_bootstrap_diff(
         [scores[i].value for i in common], [member[i].value for i in common], seed=run.pk
     )
+    blend_values = [scores[i].value for i in common]
+    member_values = [member[i].value for i in common]
+    binary = all(v in (0.0, 1.0) for v in blend_values + member_values)
     return {
         "best_member_id": best,
         "lift": _finite(diff.mean),
         "lift_low": _finite(diff.low),
         "lift_high": _finite(diff.high),
+        # Where each item is simply right or wrong, McNemar's test on the discordant items too.
+        "lift_p": _finite(stats.mcnemar([v == 1.0 for v in blend_values], [v == 1.0 for v in member_values]))
+        if binary and common
+        else None,
     }
 
 

@@ -118,6 +118,7 @@ class RunIn(Schema):
     suite: str = Field(..., min_length=1, max_length=64, description="suite name (latest version) or id")
     entries: list[str] = Field(..., min_length=1, max_length=100)
     splits: list[str] | None = None
+    judge: str | None = Field(None, max_length=100, description="judge suites: the model that compares answers")
 
 
 def _entry_out(e: Entry) -> dict:
@@ -150,6 +151,32 @@ def create_entry(request, body: ModelIn):
         description=body.description,
     )
     return 201, _entry_out(entry)
+
+
+class ModelUpdateIn(Schema):
+    kind: Literal["hf", "gguf", "openai", "merge"]
+    config: dict[str, Any]
+    api_key: str = Field("", max_length=500, description="openai: a new key; empty keeps the stored one")
+    description: str | None = Field(None, max_length=2000, description="left out: keeps the stored one")
+
+
+@api.put("/entries/{path:name}", response={200: EntryOut, 201: EntryOut})
+def put_entry(request, name: str, body: ModelUpdateIn):
+    """Register a model entry under ``name`` (201), or point the existing one at a new checkpoint (200).
+
+    The kind cannot change; earlier runs keep the results they computed. Refused (422) while the
+    entry is in a run that has not finished.
+    """
+    _require(request, Role.MEMBER)
+    entry, created = registry.put_model(
+        request.auth.team,
+        name=name,
+        kind=body.kind,
+        config=body.config,
+        api_key=body.api_key,
+        description=body.description,
+    )
+    return (201 if created else 200), _entry_out(entry)
 
 
 @api.post("/blends", response={201: EntryOut})
@@ -261,7 +288,12 @@ def create_run(request, body: RunIn):
     missing = sorted(set(body.entries) - {e.name for e in entries})
     if missing:
         raise ValidationError({"entries": f"unknown entries: {', '.join(missing)}"})
-    run = evaluations.create_run(team, suite, entries, splits=body.splits)
+    judge = None
+    if body.judge:
+        judge = Entry.objects.filter(team=team, name=body.judge).first()
+        if judge is None:
+            raise ValidationError({"judge": f"unknown entry {body.judge!r}"})
+    run = evaluations.create_run(team, suite, entries, splits=body.splits, judge=judge)
     return 201, services.run_snapshot(run)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from django.db.models import OuterRef, Prefetch, Subquery
 from django.utils import timezone
 
-from arena.evaluations.models import Run, RunEntry, State
+from arena.evaluations import regressions
+from arena.evaluations.models import Run, RunEntry, Score, State
 from arena.registry.models import BlendMember
 from arena.teams.models import Team
 from ensembles import stats
@@ -34,6 +36,7 @@ def entry_row(re: RunEntry) -> dict:
         "lift": re.lift,
         "lift_low": re.lift_low,
         "lift_high": re.lift_high,
+        "lift_p": re.lift_p,
         "best_member": re.best_member.name if re.best_member else None,
         "member_calls": re.member_calls,
         "new_calls": re.new_calls,
@@ -95,4 +98,52 @@ def run_snapshot(run: Run) -> dict:
         "elapsed_s": elapsed,
         "provenance": run.provenance,
         "entries": rows,
+        "judge": {"entry": run.judge.name, "state": run.judge_state, **run.results} if run.judge_id else None,
+        "regressions": regressions.for_run(run),
+    }
+
+
+def run_diversity(run: Run) -> dict | None:
+    """How much the run's single models disagree, on the reported split: what any blend has to work with.
+
+    The oracle picks the best member per item; its margin over the best member is the headroom
+    no combination can exceed. Correlated errors and high kappa mark redundant members; the
+    effective number of members says how many independent ones they are worth. None with fewer
+    than two single models scored on the same items.
+    """
+    members = [
+        re.entry
+        for re in RunEntry.objects.filter(run=run, state=State.DONE).select_related("entry")
+        if not re.entry.is_blend
+    ]
+    if len(members) < 2:
+        return None
+    members.sort(key=lambda e: e.name)
+    grid: dict[int, dict[int, tuple[float, str]]] = {}
+    for item_id, entry_id, value, prediction in Score.objects.filter(
+        run=run, entry__in=members, item__split=run.report_split
+    ).values_list("item_id", "entry_id", "value", "prediction"):
+        grid.setdefault(item_id, {})[entry_id] = (value, prediction)
+    items = [i for i, row in grid.items() if len(row) == len(members)]
+    if not items:
+        return None
+    values = np.array([[grid[i][m.pk][0] for i in items] for m in members])
+    labels = [[grid[i][m.pk][1].strip().lower() for i in items] for m in members]
+    room = stats.headroom(values)
+    correlation = stats.error_correlation(values >= 0.5)
+    kappa = stats.cohen_kappa_matrix(labels)
+
+    def matrix(m: np.ndarray) -> list[list[float | None]]:
+        return [[None if np.isnan(x) else round(float(x), 3) for x in row] for row in m]
+
+    return {
+        "members": [m.name for m in members],
+        "items": len(items),
+        "oracle": round(room.oracle, 4),
+        "best_member": members[room.best_member].name,
+        "best_mean": round(room.best_mean, 4),
+        "headroom": round(room.headroom, 4),
+        "error_correlation": matrix(correlation),
+        "kappa": matrix(kappa),
+        "effective_members": round(stats.effective_members(correlation), 2),
     }

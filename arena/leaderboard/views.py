@@ -35,6 +35,7 @@ EXPORT_COLUMNS = [
     "lift",
     "lift_low",
     "lift_high",
+    "lift_p",
     "best_member",
     "members",
     "member_calls",
@@ -167,8 +168,20 @@ def run_detail(request, team: str, run_id: int):
     run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
     snapshot = services.run_snapshot(run)
     if request.GET.get("format") == "json":
+        if run.state == "done":
+            snapshot["diversity"] = services.run_diversity(run)
         return JsonResponse(snapshot)
-    return render(request, "leaderboard/run.html", {"team": t, "run": run, "snapshot": snapshot})
+    diversity = services.run_diversity(run) if run.state == "done" else None
+    if diversity:
+        diversity["rows"] = [
+            {"name": name, "correlation": corr, "kappa": kap}
+            for name, corr, kap in zip(
+                diversity["members"], diversity["error_correlation"], diversity["kappa"], strict=True
+            )
+        ]
+    return render(
+        request, "leaderboard/run.html", {"team": t, "run": run, "snapshot": snapshot, "diversity": diversity}
+    )
 
 
 @login_required

@@ -9,13 +9,14 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from pydantic import ValidationError as PydanticError
 
+from arena.evaluations.models import TERMINAL
 from arena.registry import secrets
 from arena.registry.models import MODEL_KINDS, BlendMember, Entry, Kind
 from arena.teams.models import Team
 from ensembles.backends import Backend, BackendError, BackendOptions, make_backend
 from ensembles.errors import EnsembleError
 from ensembles.merging import MergeRecipe
-from ensembles.strategies import make_strategy
+from ensembles.strategies import Strategy, make_strategy
 
 MAX_BLEND_MEMBERS = 16
 
@@ -51,24 +52,7 @@ def register_model(
 ) -> Entry:
     """Validate and store a model entry; nothing is stored when anything is wrong."""
     name = _check_name(team, name)
-    if kind not in MODEL_KINDS:
-        raise ValidationError({"kind": f"kind must be one of {', '.join(MODEL_KINDS)}"})
-    if not isinstance(config, dict):
-        raise ValidationError({"config": "config must be an object"})
-    if kind == Kind.MERGE:
-        config = _validate_recipe(team, config)
-    else:
-        if "api_key" in config:
-            raise ValidationError({"config": "pass the API key separately; it is stored encrypted"})
-        backend_config = dict(config)
-        if kind == Kind.OPENAI and api_key:
-            backend_config["api_key"] = api_key
-        try:
-            backend = make_backend(kind, backend_config, options=backend_options())
-            backend.check()
-        except (EnsembleError, BackendError) as exc:
-            raise ValidationError({"config": str(exc)}) from None
-        config = backend.config.model_dump(mode="json", exclude={"api_key"})
+    config = _model_config(team, kind, config, api_key)
     try:
         with transaction.atomic():
             return Entry.objects.create(
@@ -82,6 +66,93 @@ def register_model(
             )
     except IntegrityError:
         raise ValidationError({"name": f"{team.name} already has an entry named {name!r}"}) from None
+
+
+def _model_config(team: Team, kind: str, config: dict[str, Any], api_key: str) -> dict[str, Any]:
+    """The stored form of a model entry's config, after checking its file, endpoint or recipe."""
+    if kind not in MODEL_KINDS:
+        raise ValidationError({"kind": f"kind must be one of {', '.join(MODEL_KINDS)}"})
+    if not isinstance(config, dict):
+        raise ValidationError({"config": "config must be an object"})
+    if kind == Kind.MERGE:
+        return _validate_recipe(team, config)
+    if "api_key" in config:
+        raise ValidationError({"config": "pass the API key separately; it is stored encrypted"})
+    backend_config = dict(config)
+    if kind == Kind.OPENAI and api_key:
+        backend_config["api_key"] = api_key
+    try:
+        backend = make_backend(kind, backend_config, options=backend_options())
+        backend.check()
+    except (EnsembleError, BackendError) as exc:
+        raise ValidationError({"config": str(exc)}) from None
+    return backend.config.model_dump(mode="json", exclude={"api_key"})
+
+
+def put_model(
+    team: Team,
+    *,
+    name: str,
+    kind: str,
+    config: dict[str, Any],
+    api_key: str = "",
+    user=None,
+    description: str | None = None,
+) -> tuple[Entry, bool]:
+    """Register a model entry, or point an existing one at a new checkpoint or endpoint; (entry, created).
+
+    Earlier runs keep their results: each run entry holds the fingerprint it was computed with. The
+    kind stays; an empty ``api_key`` keeps the stored key, and no ``description`` the stored one.
+    Refused while the entry is in a run that has not finished, whose remaining batches would
+    otherwise load the new weights.
+    """
+    name = (name or "").strip()
+    entry = Entry.objects.filter(team=team, name=name).first()
+    if entry is None:
+        return register_model(
+            team, name=name, kind=kind, config=config, api_key=api_key, user=user, description=description or ""
+        ), True
+    if entry.is_blend:
+        raise ValidationError({"name": f"{name!r} is a blend; only model entries can be changed here"})
+    if kind != entry.kind:
+        raise ValidationError({"kind": f"{name!r} is a {entry.kind} entry; register a {kind} model under a new name"})
+    if kind == Kind.MERGE and _merges_into(team, config, name):
+        raise ValidationError({"config": f"the recipe would contain {name!r} itself"})
+    key = api_key or (secrets.decrypt(entry.secret) if entry.secret else "")
+    config = _model_config(team, kind, config, key)
+    with transaction.atomic():
+        entry = Entry.objects.select_for_update().get(pk=entry.pk)
+        busy = sorted(set(entry.run_entries.exclude(state__in=TERMINAL).values_list("run_id", flat=True)))
+        if busy:
+            runs = ", ".join(str(pk) for pk in busy)
+            raise ValidationError({"name": f"{name!r} is in unfinished run {runs}; change it once that has finished"})
+        entry.config = config
+        if description is not None:
+            entry.description = description
+        if api_key:
+            entry.secret = secrets.encrypt(api_key)
+        entry.save(update_fields=["config", "description", "secret"])
+    return entry, False
+
+
+def _merges_into(team: Team, config: dict[str, Any], name: str) -> bool:
+    """Whether a recipe names ``name``, directly or through the recipes of the merges it names."""
+    try:
+        frontier = set(MergeRecipe.model_validate(config).entry_names())
+    except PydanticError:
+        return False  # _validate_recipe reports what is wrong with it
+    seen: set[str] = set()
+    while frontier:
+        if name in frontier:
+            return True
+        seen |= frontier
+        nested: set[str] = set()
+        for recipe in Entry.objects.filter(team=team, name__in=frontier, kind=Kind.MERGE).values_list(
+            "config", flat=True
+        ):
+            nested |= set(MergeRecipe.model_validate(recipe).entry_names())
+        frontier = nested - seen
+    return False
 
 
 def _validate_recipe(team: Team, config: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +184,7 @@ def register_blend(
     """Validate and store a blend of existing entries of the same team."""
     name = _check_name(team, name)
     try:
-        make_strategy(strategy, params or {})
+        combiner = make_strategy(strategy, params or {})
     except EnsembleError as exc:
         raise ValidationError({"strategy" if isinstance(exc, KeyError) else "params": str(exc)}) from None
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
@@ -131,6 +202,7 @@ def register_blend(
     nested = [m for m in members if found[m].is_blend]
     if nested:
         raise ValidationError({"members": f"blends cannot be members yet: {', '.join(nested)}"})
+    _check_called_models(team, combiner, members)
     with transaction.atomic():
         blend = Entry.objects.create(
             team=team,
@@ -145,6 +217,21 @@ def register_blend(
             BlendMember(blend=blend, member=found[m], position=i) for i, m in enumerate(members)
         )
     return blend
+
+
+def _check_called_models(team: Team, combiner: Strategy, members: list[str]) -> None:
+    """The models a strategy calls itself (fuser, aggregator, pipeline steps) must be the team's model entries."""
+    try:
+        combiner.check_members(members)
+    except EnsembleError as exc:
+        raise ValidationError({"params": str(exc)}) from None
+    called = combiner.called_members()
+    found = {e.name: e for e in Entry.objects.filter(team=team, name__in=set(called.values()))}
+    for field, model in called.items():
+        if model not in found:
+            raise ValidationError({"params": f"{field}: {team.name} has no entry named {model!r}"})
+        if found[model].is_blend:
+            raise ValidationError({"params": f"{field}: {model!r} is a blend; a strategy can only call model entries"})
 
 
 def backend_for(entry: Entry) -> Backend:

@@ -23,6 +23,9 @@ class ModelPool:
         self.max_models = max_models
         self._models: OrderedDict[str, Backend] = OrderedDict()
         self._lock = threading.Lock()
+        # What loaded() reports, replaced whole under the lock: a reader (a heartbeat thread)
+        # never waits for a load, which can hold the lock for minutes.
+        self._held: tuple[str, ...] = ()
 
     def get(self, fingerprint: str, make: Callable[[], Backend]) -> Backend:
         """The loaded backend for ``fingerprint``, loading it with ``make`` when absent."""
@@ -30,17 +33,19 @@ class ModelPool:
             backend = self._models.get(fingerprint)
             if backend is not None:
                 self._models.move_to_end(fingerprint)
+                self._held = tuple(self._models)
                 return backend
             while len(self._models) >= self.max_models:
                 _, evicted = self._models.popitem(last=False)
+                self._held = tuple(self._models)
                 evicted.unload()
                 gc.collect()
             backend = make()
             backend.load()
             self._models[fingerprint] = backend
+            self._held = tuple(self._models)
             return backend
 
     def loaded(self) -> list[str]:
-        """Fingerprints currently held, oldest first."""
-        with self._lock:
-            return list(self._models)
+        """Fingerprints currently held, least recently used first; never waits for a load."""
+        return list(self._held)

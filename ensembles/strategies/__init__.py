@@ -4,7 +4,10 @@
 from ensembles.strategies import (  # noqa: F401
     bagging,
     cascade,
+    fusion,
+    pipeline,
     pool,
+    ranker,
     router,
     selection,
     stacking,
@@ -13,11 +16,25 @@ from ensembles.strategies import (  # noqa: F401
 )
 from ensembles.strategies.base import (
     STRATEGIES,
+    CallCost,
     Decision,
     MemberAnswer,
     Strategy,
     make_strategy,
 )
+from ensembles.strategies.calls import BackendCaller, CallResult, ModelCaller
 from ensembles.strategies.embed import Embedder, MiniLMEmbedder
 
-__all__ = ["STRATEGIES", "Decision", "Embedder", "MemberAnswer", "MiniLMEmbedder", "Strategy", "make_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "BackendCaller",
+    "CallCost",
+    "CallResult",
+    "Decision",
+    "Embedder",
+    "MemberAnswer",
+    "MiniLMEmbedder",
+    "ModelCaller",
+    "Strategy",
+    "make_strategy",
+]

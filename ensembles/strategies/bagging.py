@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from ensembles.errors import EnsembleError, ParamsError, UnknownNameError
-from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
+from ensembles.strategies.base import STRATEGIES, CallCost, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy
 from ensembles.strategies.embed import Embedder
+from ensembles.strategies.ranker import PairRanker
 from ensembles.strategies.router import Router
 from ensembles.strategies.vote import MajorityVote
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 
 @STRATEGIES.register(
@@ -39,9 +43,11 @@ class Bagging(LearnedStrategy):
             if value == "bagging":
                 raise ValueError("bagging cannot bag itself")
             try:
-                STRATEGIES.get(value)
+                cls = STRATEGIES.get(value)
             except UnknownNameError as exc:
                 raise ValueError(str(exc)) from None
+            if cls.calls_models:
+                raise ValueError(f"{value} calls models itself; bagging combines the members' stored answers only")
             return value
 
         @field_validator("base_params")
@@ -64,14 +70,14 @@ class Bagging(LearnedStrategy):
 
     def __init__(self, params: dict[str, Any] | None = None, *, embedder: Embedder | None = None) -> None:
         super().__init__(params)
-        # Passed on to a router base, which needs an encoder for the inputs.
+        # Passed on to a router or pair_ranker base, which needs an encoder for the inputs.
         self.embedder = embedder
         self.estimators: list[Strategy] = []
 
     def make_base(self) -> Strategy:
         """A fresh, unfitted instance of the base strategy."""
         cls = STRATEGIES.get(self.params.base)
-        if issubclass(cls, Router):
+        if issubclass(cls, (Router, PairRanker)):
             return cls(self.params.base_params, embedder=self.embedder)
         return cls(self.params.base_params)
 
@@ -101,7 +107,9 @@ class Bagging(LearnedStrategy):
         self.estimators = estimators
         self.fitted = True
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         self.require_fit()
         decisions = [estimator.combine(answers, item_input=item_input) for estimator in self.estimators]
         ballots = [MemberAnswer(member=str(i), answer=d.answer) for i, d in enumerate(decisions)]
@@ -113,4 +121,7 @@ class Bagging(LearnedStrategy):
         }
         # Every estimator reads the same member answers, so the cost is the deepest estimator's, not a sum.
         member_calls = max((d.member_calls for d in decisions), default=0)
-        return Decision(answer=vote.answer, details=details, member_calls=member_calls)
+        calls = CallCost()
+        for decision in decisions:
+            calls.add(decision.calls)  # each estimator's own work (a ranker's comparisons) does add up
+        return Decision(answer=vote.answer, details=details, member_calls=member_calls, calls=calls)

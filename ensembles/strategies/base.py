@@ -5,12 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ensembles.errors import ParamsError
 from ensembles.registry import Registry
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import CallResult, ModelCaller
 
 
 @dataclass
@@ -27,6 +30,38 @@ class MemberAnswer:
 
 
 @dataclass
+class CallCost:
+    """What a strategy's own work cost for one item, beyond the member generations it read."""
+
+    calls: int = 0  # model calls the strategy made itself (cached or not)
+    tokens: int = 0  # prompt + completion tokens of those calls
+    compute_s: float = 0.0  # seconds of model or encoder time, summed
+    latency_s: float = 0.0  # wall time added after the members answered (parallel calls overlap)
+    comparisons: int = 0  # pairwise ranker comparisons
+
+    def add_stage(self, results: Sequence[CallResult]) -> None:
+        """Record calls that run side by side: compute adds up, the wall time is the slowest's."""
+        self.calls += len(results)
+        self.tokens += sum(r.tokens for r in results)
+        self.compute_s += sum(r.seconds for r in results)
+        self.latency_s += max((r.seconds for r in results), default=0.0)
+
+    def add_local(self, seconds: float, comparisons: int = 0) -> None:
+        """Record work done in the combining process itself (an encoder's forward passes)."""
+        self.compute_s += seconds
+        self.latency_s += seconds
+        self.comparisons += comparisons
+
+    def add(self, other: CallCost) -> None:
+        """Add the cost of work done after this (one decision feeding another)."""
+        self.calls += other.calls
+        self.tokens += other.tokens
+        self.compute_s += other.compute_s
+        self.latency_s += other.latency_s
+        self.comparisons += other.comparisons
+
+
+@dataclass
 class Decision:
     """The ensemble's answer for one item and a JSON-serializable account of how it was reached."""
 
@@ -35,6 +70,8 @@ class Decision:
     member_calls: int = 0  # member generations the decision consumed
     # Members whose outputs the decision used (for cost); None means all of them.
     consulted: list[str] | None = None
+    # The strategy's own model calls and encoder work; member_calls already counts the calls.
+    calls: CallCost = field(default_factory=CallCost)
 
 
 class Strategy(ABC):
@@ -44,6 +81,8 @@ class Strategy(ABC):
     pretty_name: ClassVar[str] = ""
     reference_url: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
+    # Strategies that call models themselves need a ModelCaller passed to combine().
+    calls_models: ClassVar[bool] = False
 
     class Params(BaseModel):
         """Strategy parameters; subclasses extend this model."""
@@ -69,8 +108,21 @@ class Strategy(ABC):
         """
 
     @abstractmethod
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
-        """Decide one item's answer from its members' answers (``item_input``: the item's input text)."""
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
+        """Decide one item's answer from its members' answers.
+
+        ``item_input`` is the item's input text; ``caller`` lets strategies with ``calls_models``
+        ask models for new generations (the others ignore it).
+        """
+
+    def called_members(self) -> dict[str, str]:
+        """Models the strategy calls by name, keyed by the parameter that names them ("fuser")."""
+        return {}
+
+    def check_members(self, members: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Refuse a blend's member list the parameters cannot work with (raise ParamsError)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params.model_dump()})"

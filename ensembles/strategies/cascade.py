@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -12,6 +12,9 @@ from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, confidence, is_correct
 from ensembles.strategies.vote import vote_key
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 # Thresholds tried on dev; a fixed grid bounds the search however many dev items there are.
 _GRID = np.linspace(0.0, 1.0, 1001)
@@ -90,7 +93,9 @@ class Cascade(LearnedStrategy):
         self.dev_cost = float(cost[best])
         self.fitted = True
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         if self.needs_fit:
             self.require_fit()
         # Set by the params or by fit; require_fit() has ruled out neither.

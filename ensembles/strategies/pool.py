@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.vote import MajorityVote
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 
 def option_log_distribution(option_logprobs: dict[str, float]) -> dict[str, float]:
@@ -42,7 +45,9 @@ class LogprobPool(Strategy):
 
     params: Params
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         scored = [(ans.member, option_log_distribution(ans.option_logprobs or {})) for ans in answers]
         scored = [(member, dist) for member, dist in scored if dist]
         pooled = self._pool([dist for _, dist in scored])

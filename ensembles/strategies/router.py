@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -13,6 +13,9 @@ from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, is_correct, member_order
 from ensembles.strategies.embed import Embedder
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 
 @STRATEGIES.register(
@@ -100,7 +103,9 @@ class Router(LearnedStrategy):
             self.model.fit(vectors, labels)
         self.fitted = True
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         self.require_fit()
         if item_input is None:
             raise EnsembleError(f"{self.name} chooses a member from the item's input; pass item_input to combine()")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -11,6 +11,9 @@ from pydantic import Field
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, member_order
 from ensembles.strategies.vote import MajorityVote, vote_key
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 
 def mutual_information(labels: Sequence[str], columns: Sequence[Sequence[str]], alpha: float) -> float:
@@ -92,7 +95,9 @@ class MISelection(LearnedStrategy):
         self.chosen, self.gains = chosen, gains
         self.fitted = True
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         self.require_fit()
         rank = {m: i for i, m in enumerate(self.chosen)}
         # Voting in pick order lets the most informative member break ties.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -11,6 +11,9 @@ from pydantic import Field
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, confidence, is_correct, member_order
 from ensembles.strategies.vote import vote_key
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 
 def candidates(answers: Sequence[MemberAnswer]) -> dict[str, str]:
@@ -87,7 +90,9 @@ class Stacking(LearnedStrategy):
             self.model.fit(np.asarray(rows), np.asarray(labels))
         self.fitted = True
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         self.require_fit()
         found = candidates(answers)
         unknown = [ans.member for ans in answers if ans.member not in self.members]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 
 def vote_key(answer: str) -> str:
@@ -31,7 +34,9 @@ class MajorityVote(Strategy):
 
     params: Params
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         counts: dict[str, int] = {}
         # key -> the answer as first given; insertion order is first appearance.
         display: dict[str, str] = {}
@@ -90,7 +95,9 @@ class SelfConsistency(Strategy):
 
     params: Params
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         decision = MajorityVote().combine(answers)
         # Unparseable samples stay in the denominator: they are samples that did not agree.
         agreement = len(decision.details["supporters"]) / len(answers) if answers else 0.0

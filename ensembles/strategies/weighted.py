@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, confidence, is_correct, weighted_plurality
+
+if TYPE_CHECKING:
+    from ensembles.strategies.calls import ModelCaller
 
 # Keeps log-odds finite for a confidence of exactly 0 or 1.
 _EPS = 1e-6
@@ -77,7 +80,9 @@ class WeightedVote(LearnedStrategy):
         # A member absent from dev gets the prior weight of an unseen member.
         return self.member_weights.get(ans.member, self._accuracy_weight(0, 0))
 
-    def combine(self, answers: list[MemberAnswer], *, item_input: str | None = None) -> Decision:
+    def combine(
+        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
+    ) -> Decision:
         if self.needs_fit:
             self.require_fit()
         answer, totals, supporters = weighted_plurality(answers, self.answer_weight)

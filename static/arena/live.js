@@ -16,7 +16,7 @@
       var score = r.score !== null
         ? f3(r.score) + " " + ci(r.ci_low, r.ci_high)
         : '<span class="state ' + esc(r.state) + '">' + esc(r.state) + " " + r.done_items + "/" + r.total_items + "</span>";
-      var lift = r.lift !== null ? f3(r.lift) + " " + ci(r.lift_low, r.lift_high).replace("</span>", " vs " + esc(r.best_member) + "</span>") : "";
+      var lift = r.lift !== null ? f3(r.lift) + " " + ci(r.lift_low, r.lift_high).replace("</span>", " vs " + esc(r.best_member) + (r.lift_p !== null && r.lift_p !== undefined ? ", McNemar p=" + f3(r.lift_p) : "") + "</span>") : "";
       var lat = r.latency_p50 !== null ? Number(r.latency_p50).toFixed(2) + " / " + Number(r.latency_p95).toFixed(2) : "";
       return '<tr data-entry="' + esc(r.entry) + '"><td>' + (i + 1) + '</td><td><a href="/t/' + esc(team) + "/entries/" + r.entry_id + '/">' + esc(r.entry) +
         '</a></td><td><span class="kind">' + esc(r.kind) + '</span></td><td class="num">' + score +

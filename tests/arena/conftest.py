@@ -89,9 +89,16 @@ def database_url() -> str:
 
 
 class WorkerProcess:
-    """A real `celery worker` process on both queues, against the test database and Redis."""
+    """A real `celery worker` process (on both queues unless told), against the test database and Redis."""
 
-    def __init__(self, model_roots: list[Path], extra_env: dict[str, str] | None = None, concurrency: int = 1):
+    def __init__(
+        self,
+        model_roots: list[Path],
+        extra_env: dict[str, str] | None = None,
+        concurrency: int = 1,
+        queues: str = "gpu,cpu",
+        log_path: Path | None = None,
+    ):
         self.env = dict(
             os.environ,
             DATABASE_URL=database_url(),
@@ -101,9 +108,14 @@ class WorkerProcess:
             **(extra_env or {}),
         )
         self.concurrency = concurrency
+        self.queues = queues
+        self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
+        # The worker's node name is `<name>@<host>`.
+        self.name = f"test-{os.getpid()}-{time.monotonic_ns()}"
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - the child keeps its own copy
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -113,20 +125,24 @@ class WorkerProcess:
                 "arena",
                 "worker",
                 "-Q",
-                "gpu,cpu",
+                self.queues,
                 "--concurrency",
                 str(self.concurrency),
                 "--loglevel",
-                "WARNING",
+                "INFO" if self.log_path else "WARNING",
                 "-n",
-                f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+                f"{self.name}@%h",
                 "--without-gossip",
                 "--without-mingle",
             ],
             cwd=ROOT,
             env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
             start_new_session=True,
         )
+        if log:
+            log.close()
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

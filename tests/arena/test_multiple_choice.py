@@ -10,8 +10,8 @@ from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Generation, Run, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
-from ensembles.suites import get_builtin
 from ensembles.suites import Suite as LibSuite
+from ensembles.suites import get_builtin
 from tests.arena.conftest import wait_for
 from tests.conftest import make_tiny_variant
 

@@ -52,7 +52,7 @@ def finished(run_id: int):
     return run if run.state in (State.DONE, State.FAILED) else None
 
 
-def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, owner, setup_entries):
+def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, owner, setup_entries, client):
     suite, members, blend = setup_entries
     run = create_run(team, suite, [*members, blend], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=180, what="the run to finish")
@@ -68,6 +68,7 @@ def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, 
     vote = RunEntry.objects.get(run=run, entry=blend)
     assert vote.best_member is not None and vote.lift is not None
     assert vote.lift_low <= vote.lift <= vote.lift_high
+    assert 0.0 <= vote.lift_p <= 1.0  # exact-match scores are binary, so McNemar's test applies
     assert vote.member_calls == 3 * test_items
     # Every blend score follows the majority of its members' stored predictions.
     for score in Score.objects.filter(run=run, entry=blend):
@@ -77,6 +78,20 @@ def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, 
     board = board_services.board(team, suite.name)
     assert {r["entry"] for r in board["rows"]} == {"tiny-a", "tiny-b", "tiny-c", "vote"}
     assert all(r["rank_upper_bound"] >= 1 for r in board["rows"])
+
+    # What the members leave for a blend: oracle, headroom, redundancy.
+    diversity = board_services.run_diversity(run)
+    assert diversity["members"] == ["tiny-a", "tiny-b", "tiny-c"]
+    assert diversity["items"] == test_items
+    best = max(RunEntry.objects.get(run=run, entry=m).score for m in members)
+    assert diversity["best_mean"] == pytest.approx(best, abs=1e-4)
+    assert best <= diversity["oracle"] <= 1.0
+    assert diversity["headroom"] == pytest.approx(diversity["oracle"] - best, abs=1e-3)
+    assert 1.0 <= diversity["effective_members"] <= 3.0
+    assert len(diversity["kappa"]) == 3 and all(len(row) == 3 for row in diversity["error_correlation"])
+    client.force_login(owner)
+    page = client.get(f"/t/red/runs/{run.pk}/")
+    assert b"headroom of" in page.content and b"Cohen's kappa" in page.content
 
 
 def test_a_second_run_of_new_blends_makes_no_new_model_calls(worker, team, owner, setup_entries):

@@ -19,6 +19,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from arena.evaluations.routing import gpu_queues
+
 STOP_TIMEOUT_S = 20
 
 
@@ -107,7 +109,7 @@ class Command(BaseCommand):
                 "arena",
                 "worker",
                 "-Q",
-                "gpu,cpu",
+                ",".join([*gpu_queues(), "cpu"]),
                 "--concurrency",
                 str(options["concurrency"]),
                 "--loglevel",

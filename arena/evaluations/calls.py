@@ -1,0 +1,89 @@
+"""The arena's ModelCaller: strategies' own model calls go through the generation cache.
+
+A fuser's, aggregator's or pipeline step's generation is keyed exactly like a member's
+(fingerprint, prompt, decoding params), so combining again, in this run or a later one,
+makes no new model call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from arena.evaluations.models import Generation
+from arena.evaluations.services import POOL, RetryLater, generation_key
+from arena.registry.models import Entry
+from arena.registry.services import backend_for
+from arena.teams.models import Team
+from ensembles.backends import Backend, BackendError, DecodingParams, TransientBackendError
+from ensembles.strategies import CallResult
+
+
+class ArenaCaller:
+    """Calls a team's model entries by name for one blend's combine, through the generation cache.
+
+    ``new_calls`` counts the generations actually computed, which the run reports as the
+    blend's new calls.
+    """
+
+    def __init__(self, team: Team, params: DecodingParams, extract: Callable[[str], str]) -> None:
+        self.team = team
+        self.params = params
+        self.extract = extract
+        self.new_calls = 0
+        self._models: dict[str, tuple[Entry, Backend, str]] = {}
+
+    def _model(self, name: str) -> tuple[Entry, Backend, str]:
+        """The entry, a backend and its fingerprint for ``name``, looked up once per combine."""
+        if name not in self._models:
+            entry = Entry.objects.filter(team=self.team, name=name).first()
+            if entry is None or entry.is_blend:
+                raise BackendError(
+                    f"{name!r} is not a model entry of {self.team.name}; a strategy can only call models"
+                )
+            backend = backend_for(entry)
+            backend.check()
+            self._models[name] = (entry, backend, backend.fingerprint())
+        return self._models[name]
+
+    def generate(self, member: str, prompts: list[str]) -> list[CallResult]:
+        _, backend, fingerprint = self._model(member)
+        keys = [generation_key(fingerprint, p, self.params) for p in prompts]
+        cached = {g.key: g for g in Generation.objects.filter(key__in=keys)}
+        # A prompt asked for twice in one call is generated once.
+        missing = {k: p for k, p in zip(keys, prompts, strict=True) if k not in cached}
+        if missing:
+            try:
+                outputs = POOL.get(fingerprint, lambda: backend).generate(list(missing.values()), self.params)
+            except TransientBackendError as exc:
+                raise RetryLater(str(exc)) from exc
+            Generation.objects.bulk_create(
+                [
+                    Generation(
+                        key=key,
+                        fingerprint=fingerprint,
+                        prompt=prompt,
+                        params=self.params.model_dump(mode="json"),
+                        text=out.text,
+                        token_logprobs=out.token_logprobs,
+                        prompt_tokens=out.prompt_tokens,
+                        completion_tokens=out.completion_tokens,
+                        latency_s=out.latency_s,
+                    )
+                    for (key, prompt), out in zip(missing.items(), outputs, strict=True)
+                ],
+                # Another worker may have stored the same generation meanwhile; the first one stays.
+                ignore_conflicts=True,
+            )
+            self.new_calls += len(missing)
+            cached = {g.key: g for g in Generation.objects.filter(key__in=keys)}
+        return [
+            CallResult(
+                text=cached[k].text,
+                answer=self.extract(cached[k].text),
+                tokens=cached[k].prompt_tokens + cached[k].completion_tokens,
+                seconds=cached[k].latency_s,
+                logprob=cached[k].mean_logprob,
+                cached=k not in missing,
+            )
+            for k in keys
+        ]

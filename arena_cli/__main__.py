@@ -1,0 +1,3 @@
+from arena_cli.main import main
+
+main()
