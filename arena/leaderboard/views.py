@@ -69,7 +69,10 @@ def dashboard(request, team: str):
             "entries": Entry.objects.filter(team=t).prefetch_related("member_links__member"),
             "suites": Suite.objects.filter(team=t),
             "runs": Run.objects.filter(team=t).select_related("suite")[:20],
-            "strategies": [STRATEGIES.get(n) for n in STRATEGIES.names()],
+            # Plain dicts: a template calls whatever is callable, and a class would be instantiated.
+            "strategies": [
+                {"name": n, "pretty_name": STRATEGIES.get(n).pretty_name or n} for n in STRATEGIES.names()
+            ],
             "builtin_suites": BUILTIN_SUITES.names(),
             "model_kinds": [(k.value, k.label) for k in (Kind.HF, Kind.GGUF, Kind.OPENAI, Kind.MERGE)],
         },
