@@ -129,8 +129,14 @@ def _serve_blend(blend: Entry, prompt: str, params: DecodingParams) -> tuple[str
         MemberAnswer(member=name, answer=first_line(out.text), text=out.text, logprob=out.mean_logprob)
         for name, out in outputs.items()
     ]
-    decision = strategy.combine(answers, item_input=prompt)
-    # Reply with the full text of the first member whose answer won.
+    if strategy.calls_models:
+        # The fuser, aggregator or pipeline steps are the team's models, called through the generation cache.
+        from arena.evaluations.calls import ArenaCaller
+
+        decision = strategy.combine(answers, item_input=prompt, caller=ArenaCaller(blend.team, params, first_line))
+    else:
+        decision = strategy.combine(answers, item_input=prompt)
+    # Reply with the full text of the first member whose answer won (a fused answer is its own text).
     winner = next((a for a in answers if a.answer.strip().lower() == decision.answer.strip().lower()), None)
     text = winner.text if winner else decision.answer
     usage = LibGeneration(

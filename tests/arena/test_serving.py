@@ -26,6 +26,7 @@ def served(team, settings, tiny_llama_dir, tmp_path):
         register_model(team, name=f"m{i}", kind="hf", config={"path": str(path)})
     register_blend(team, name="vote", strategy="majority_vote", params={}, members=["m0", "m1", "m2"])
     register_blend(team, name="learned", strategy="stacking", params={}, members=["m0", "m1"])
+    register_blend(team, name="fused", strategy="gen_fuser", params={"fuser": "m2"}, members=["m0", "m1"])
     return ApiToken.issue(team, "serve")[1], paths
 
 
@@ -78,11 +79,24 @@ def test_a_blend_is_served_like_one_model_and_says_how_it_decided(live_server, s
     assert body["choices"][0]["message"]["role"] == "assistant"
 
 
+def test_a_fuser_blend_calls_its_fuser_model_and_caches_the_call(live_server, served):
+    token, _ = served
+    body = {"model": "fused", "messages": [{"role": "user", "content": "What is 2 + 2 ?"}], "max_tokens": 4}
+    status, first = call(f"{live_server.url}/v1/chat/completions", body, token)
+    assert status == 200, first
+    assert first["arena"]["blend"]["strategy"] == "gen_fuser"
+    count = Generation.objects.count()
+    assert count == 3  # two members and the fuser
+    status, second = call(f"{live_server.url}/v1/chat/completions", body, token)
+    assert second["choices"][0]["message"] == first["choices"][0]["message"]
+    assert Generation.objects.count() == count
+
+
 def test_models_lists_the_teams_entries_only(live_server, served):
     token, _ = served
     status, body = call(f"{live_server.url}/v1/models", None, token)
     assert status == 200
-    assert {m["id"] for m in body["data"]} == {"m0", "m1", "m2", "vote", "learned"}
+    assert {m["id"] for m in body["data"]} == {"m0", "m1", "m2", "vote", "learned", "fused"}
 
 
 def test_bad_requests_get_openai_style_errors(live_server, served, team):
