@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from arena.benchmarks import views as suites
 from arena.core.views import healthz, ops
@@ -34,5 +34,8 @@ urlpatterns = [
     path("t/<slug:team>/runs/<int:run_id>/", board.run_detail, name="run"),
     path("t/<slug:team>/runs/<int:run_id>/items/", board.run_items, name="run_items"),
     path("t/<slug:team>/runs/<int:run_id>/items/<int:item_id>/", board.item_detail, name="item"),
+    path("t/<slug:team>/leaderboard/", board.leaderboards, name="leaderboards"),
     path("t/<slug:team>/leaderboard/<slug:suite>/", board.leaderboard, name="leaderboard"),
+    path("t/<slug:team>/compare/", board.compare, name="compare"),
+    path("", include("arena.schedules.urls")),
 ]

@@ -104,7 +104,13 @@ def rank_upper_bounds(intervals: Sequence[Interval]) -> list[int]:
     This is the LMSYS Chatbot Arena convention: a model is only ranked below
     those that are better with confidence (non-overlapping intervals).
     """
-    return [1 + sum(other.low > this.high for other in intervals) for this in intervals]
+    # Sorted lows and a binary search per entry: a leaderboard of 500 entries costs 500 searches,
+    # not 250,000 comparisons. NaN bounds beat nothing and are beaten by nothing, as with ">".
+    lows = np.array([i.low for i in intervals], dtype=np.float64)
+    lows = np.sort(lows[~np.isnan(lows)])
+    highs = np.array([i.high for i in intervals], dtype=np.float64)
+    above = len(lows) - np.searchsorted(lows, highs, side="right")
+    return [1 + (0 if np.isnan(h) else int(a)) for h, a in zip(highs, above, strict=True)]
 
 
 def rating_rank_bounds(intervals: Mapping[str, Interval]) -> dict[str, int]:

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.teams.models import Team
 from ensembles.errors import SuiteError
+from ensembles.parsing import load_yaml
 from ensembles.suites import Item, SuiteManifest, import_bigbench, import_csv, import_lm_eval, load_suite
 from ensembles.suites import Suite as LibSuite
 
@@ -118,7 +119,7 @@ def parse_upload(fmt: str, files: Mapping[str, UploadedText], options: Mapping[s
 def _lm_eval_split_names(config_text: str) -> dict[str, str]:
     """The split names the task YAML gives its dev and test documents (validation_split, test_split)."""
     try:
-        config = yaml.safe_load(config_text)
+        config = load_yaml(config_text)
     except yaml.YAMLError:
         config = None  # import_lm_eval reports the YAML error with its line
     config = config if isinstance(config, dict) else {}

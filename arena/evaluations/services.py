@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.benchmarks.services import library_item, library_suite
-from arena.evaluations import events
+from arena.evaluations import events, signals
 from arena.evaluations.models import TERMINAL, Comparison, Generation, Run, RunEntry, Score, State, WorkItem
 from arena.registry.models import Entry
 from arena.registry.services import backend_for
@@ -473,6 +473,7 @@ def _close_if_finished(run: Run) -> None:
         state=state, error=error[:4000], finished_at=timezone.now()
     ):
         events.publish(run, "finished", state=state)
+        signals.run_finished.send(sender=Run, run=run)
 
 
 # --- Blends -------------------------------------------------------------------------------
@@ -825,15 +826,20 @@ def _finite(x: float) -> float | None:
 # --- Recovery -----------------------------------------------------------------------------
 
 
-def requeue_stale() -> int:
-    """Put back batches held longer than a task may run: their worker died (beat, every few minutes).
+def requeue_stale(stale_after_s: float | None = None) -> int:
+    """Send again what a dead worker or a lost message left waiting (beat, every few minutes).
 
-    The broker would redeliver them after its visibility timeout anyway; this only makes the
-    recovery quicker. Claiming is conditional, so a batch sent twice still runs once.
+    Batches held longer than a task may run (``stale_after_s``, the task time limit unless told):
+    their worker died (the broker would redeliver them after its visibility timeout anyway; this
+    only makes the recovery quicker). Runs still waiting for planning and blends still waiting for
+    their combine after that long: their message was lost, sent while the broker was away. Every
+    step claims its row conditionally, so a step sent twice still runs once.
     """
-    from arena.evaluations.tasks import generate_batch
+    from arena.evaluations.tasks import combine_blend, generate_batch, plan_run
 
-    stale = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    if stale_after_s is None:
+        stale_after_s = settings.CELERY_TASK_TIME_LIMIT
+    stale = timezone.now() - timedelta(seconds=stale_after_s)
     n = 0
     for pk in WorkItem.objects.filter(run__state=State.RUNNING, state=State.RUNNING, claimed_at__lt=stale).values_list(
         "pk", flat=True
@@ -841,8 +847,17 @@ def requeue_stale() -> int:
         if WorkItem.objects.filter(pk=pk, state=State.RUNNING, claimed_at__lt=stale).update(state=State.QUEUED):
             generate_batch.delay(pk)
             n += 1
+    for pk in Run.objects.filter(state=State.QUEUED, created_at__lt=stale).values_list("pk", flat=True):
+        plan_run.delay(pk)
+        n += 1
+    blends = RunEntry.objects.filter(
+        run__state=State.RUNNING, entry__kind="blend", state=State.RUNNING, started_at__lt=stale
+    )
+    for pk in blends.values_list("pk", flat=True):
+        combine_blend.delay(pk)
+        n += 1
     if n:
-        log.warning("requeued %d batches whose worker stopped answering", n)
+        log.warning("sent again %d steps whose worker or message was lost", n)
     return n
 
 

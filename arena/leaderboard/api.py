@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
+from django.db import DataError
 from django.http import Http404
 from ninja import Field, NinjaAPI, Schema
 from ninja.errors import HttpError
@@ -16,11 +17,13 @@ from ninja.security import HttpBearer
 
 from arena.benchmarks.models import Suite
 from arena.benchmarks.services import UPLOAD_FORMATS, UploadedText, import_suite, upload_suite
+from arena.core.middleware import unstorable_reason
 from arena.evaluations import services as evaluations
 from arena.evaluations.models import Run
 from arena.leaderboard import services
 from arena.registry import services as registry
 from arena.registry.models import Entry
+from arena.schedules.api import router as schedules_router
 from arena.teams.models import ROLE_RANK, ApiToken, Role
 from arena.teams.services import authenticate_token
 from ensembles.errors import EnsembleError, SuiteError
@@ -33,6 +36,8 @@ class TokenAuth(HttpBearer):
 
 
 api = NinjaAPI(title="Ensemble Arena", version="1", auth=TokenAuth(), urls_namespace="api")
+# Schedules, regression notifications and the queue: arena/schedules/api.py.
+api.add_router("/", schedules_router)
 
 
 @api.exception_handler(ValidationError)
@@ -44,6 +49,12 @@ def validation_error(request, exc: ValidationError):
 @api.exception_handler(Http404)
 def not_found(request, exc):
     return api.create_response(request, {"detail": "not found"}, status=404)
+
+
+@api.exception_handler(DataError)
+def unstorable(request, exc: DataError):
+    # A value the database cannot hold (a NUL character, a number out of range) is the client's to fix.
+    return api.create_response(request, {"detail": f"a value cannot be stored: {unstorable_reason(exc)}"}, status=422)
 
 
 @api.exception_handler(SuiteError)

@@ -28,6 +28,7 @@ from ensembles.backends import BackendError, DecodingParams
 from ensembles.backends import Generation as LibGeneration
 from ensembles.errors import EnsembleError
 from ensembles.metrics import EXTRACTORS
+from ensembles.parsing import load_json
 from ensembles.strategies import STRATEGIES, MemberAnswer
 
 
@@ -154,12 +155,13 @@ def chat_completions(request):
     if token is None:
         return _error(401, "a team API token is required as the bearer key", "authentication_error")
     try:
-        body = ChatRequest.model_validate(json.loads(request.body or b"null"))
+        body = ChatRequest.model_validate(load_json(request.body or b"null"))
     except json.JSONDecodeError as exc:
         return _error(400, f"body is not valid JSON: {exc.msg}")
     except ValidationError as exc:
         first = exc.errors()[0]
-        return _error(400, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", param=str(first["loc"][0]))
+        where = ".".join(str(p) for p in first["loc"]) or "body"  # no location: the body itself
+        return _error(400, f"{where}: {first['msg']}", param=str(first["loc"][0]) if first["loc"] else None)
     entry = Entry.objects.filter(team=token.team, name=body.model).first()
     if entry is None:
         return _error(404, f"the model {body.model!r} does not exist", param="model")

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import csv
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.benchmarks.services import import_suite, library_item, library_suite
 from arena.evaluations import services as evaluations
-from arena.evaluations.models import Run, Score
-from arena.leaderboard import services
+from arena.evaluations.models import Run, RunEntry, Score
+from arena.leaderboard import charts, services, tables
 from arena.registry import services as registry
 from arena.registry.models import Entry, Kind
 from arena.teams.access import get_owned, membership_for, team_for
-from arena.teams.models import Role
+from arena.teams.models import Role, Team
 from ensembles.errors import EnsembleError
+from ensembles.parsing import load_json
 from ensembles.strategies import STRATEGIES
 from ensembles.suites import BUILTIN_SUITES, get_builtin
 
@@ -84,7 +87,7 @@ def _json_field(request, name: str, default):
     if not raw:
         return default
     try:
-        return json.loads(raw)
+        return load_json(raw)
     except json.JSONDecodeError as exc:
         raise ValidationError({name: f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}) from None
 
@@ -182,8 +185,21 @@ def run_detail(request, team: str, run_id: int):
                 diversity["members"], diversity["error_correlation"], diversity["kappa"], strict=True
             )
         ]
+    done = run.state == "done"
     return render(
-        request, "leaderboard/run.html", {"team": t, "run": run, "snapshot": snapshot, "diversity": diversity}
+        request,
+        "leaderboard/run.html",
+        {
+            "team": t,
+            "run": run,
+            "snapshot": snapshot,
+            "diversity": diversity,
+            "agreement_chart": charts.member_agreement(diversity),
+            "selection_charts": [
+                {"id": f"selection-{c['entry_id']}", "figure": charts.selection_gain(c)}
+                for c in (services.selection_curves(run) if done else [])
+            ],
+        },
     )
 
 
@@ -239,35 +255,178 @@ def item_detail(request, team: str, run_id: int, item_id: int):
     )
 
 
+# The leaderboard's sortable columns: (header, ?sort= key, the first click's direction).
+BOARD_COLUMNS = [
+    ("Entry", "entry", ""),
+    ("Kind", "kind", ""),
+    ("Score (95% CI)", "score", "-"),
+    ("Rank ≤", "rank", ""),
+    ("Lift over best member (95% CI)", "lift", "-"),
+    ("Members", None, ""),
+    ("Calls", "calls", ""),
+    ("Tokens", "tokens", ""),
+    ("Compute s", "compute", ""),
+    ("Latency p50/p95 s", "latency", ""),
+    ("Version", "version", "-"),
+    ("Evaluated", "evaluated", "-"),
+]
+BOARD_FORMATS = ("html", "json", "csv", "chart")
+# Kind filters beyond an entry's own label: every single model, every blend.
+GROUP_KINDS = {"single": False, "blend": True}
+# A heat map taller than this stops being readable; the table below it has every entry.
+HEATMAP_ROWS = 60
+
+
+def _query(params, **changes) -> str:
+    """The page's query string with ``changes`` applied; empty values and the export format dropped."""
+    merged = {k: v for k, v in params.items() if k != "format"} | changes
+    return urlencode({k: v for k, v in merged.items() if v})
+
+
+def _bad_request(request, team, message: str) -> HttpResponse:
+    if request.GET.get("format") in ("json", "csv", "chart"):
+        return JsonResponse({"error": message}, status=400)
+    return render(request, "leaderboard/bad_request.html", {"team": team, "message": message}, status=400)
+
+
+def _of_kind(rows: list[dict], kind: str) -> list[dict]:
+    if kind in GROUP_KINDS:
+        return [r for r in rows if r["is_blend"] == GROUP_KINDS[kind]]
+    return [r for r in rows if r["kind"] == kind] if kind else rows
+
+
+def _csv(filename: str, header: list[str], rows) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return response
+
+
 @login_required
 def leaderboard(request, team: str, suite: str):
+    """One suite's ranking; every export (JSON, CSV, the chart) holds exactly the rows the page shows."""
     t = team_for(request.user, team)
-    data = services.board(t, suite)
+    kind, version = request.GET.get("kind", ""), request.GET.get("version", "")
+    sort, fmt = request.GET.get("sort") or "-score", request.GET.get("format") or "html"
+    if sort.removeprefix("-") not in services.SORTS:
+        return _bad_request(request, t, f"sort: unknown column {sort!r}; choose from {', '.join(services.SORTS)}")
+    if fmt not in BOARD_FORMATS:
+        return _bad_request(request, t, f"format: unknown format {fmt!r}; choose from {', '.join(BOARD_FORMATS[1:])}")
+    data = services.board(t, suite, version=version or None)
     kinds = sorted({r["kind"] for r in data["rows"]})
-    kind = request.GET.get("kind", "")
-    if kind:
-        data["rows"] = [r for r in data["rows"] if r["kind"] == kind]
-    fmt = request.GET.get("format")
+    data["rows"] = _of_kind(data["rows"], kind)
+    data["rows"] = services.sort_rows(data["rows"], sort)
+    data["filters"] = {"kind": kind, "version": version, "sort": sort}
+    if fmt == "json":
+        return JsonResponse(data)
+    if fmt == "chart":
+        return JsonResponse(charts.cost_quality(data["rows"]), safe=False)
+    if fmt == "csv":
+        return _csv(
+            f"{t.slug}-{suite}-leaderboard.csv",
+            EXPORT_COLUMNS,
+            ([";".join(r[c]) if c == "members" else r[c] for c in EXPORT_COLUMNS] for r in data["rows"]),
+        )
+    query = _query(request.GET)
+    columns = []
+    for label, key, first in BOARD_COLUMNS:
+        if key is None:
+            columns.append({"label": label})
+            continue
+        on = sort.removeprefix("-") == key
+        flipped = ("" if sort.startswith("-") else "-") + key
+        columns.append(
+            {
+                "label": label,
+                "href": "?" + _query(request.GET, sort=flipped if on else first + key),
+                "arrow": ("▼" if sort.startswith("-") else "▲") if on else "",
+            }
+        )
+    return render(
+        request,
+        "leaderboard/board.html",
+        {
+            "team": t,
+            "suite": suite,
+            "board": data,
+            "kinds": kinds,
+            "kind": kind,
+            "version": version,
+            "columns": columns,
+            "query": query,
+            "kind_links": [
+                {"label": k or "all", "href": "?" + _query(request.GET, kind=k), "on": k == kind}
+                for k in ["", *GROUP_KINDS, *kinds]
+            ],
+            "version_links": [
+                {"label": f"v{v}" if v else "all", "href": "?" + _query(request.GET, version=v), "on": v == version}
+                for v in ["", *services.suite_versions(t, suite)]
+            ],
+            # Each team ranks its own entries; a person in several teams switches between their boards.
+            "team_links": [
+                {"label": other.name, "href": reverse("leaderboard", args=[other.slug, suite]), "on": other == t}
+                for other in Team.objects.filter(memberships__user=request.user, suites__name=suite).distinct()
+            ],
+            "rows_html": tables.board_rows(data["rows"], t.slug),
+            "cost_quality": charts.cost_quality(data["rows"]),
+        },
+    )
+
+
+@login_required
+def leaderboards(request, team: str):
+    """Every suite at once: entries × suites, ranked by mean win rate, with the per-suite heat map."""
+    t = team_for(request.user, team)
+    kind, fmt = request.GET.get("kind", ""), request.GET.get("format") or "html"
+    if fmt not in ("html", "json", "csv"):
+        return _bad_request(request, t, f"format: unknown format {fmt!r}; choose from json, csv")
+    data = services.across_suites(t)
+    kinds = sorted({r["kind"] for r in data["rows"]})
+    data["rows"] = _of_kind(data["rows"], kind)
+    data["filters"] = {"kind": kind}
     if fmt == "json":
         return JsonResponse(data)
     if fmt == "csv":
-        response = HttpResponse(content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="{t.slug}-{suite}-leaderboard.csv"'
-        writer = csv.writer(response)
-        writer.writerow(EXPORT_COLUMNS)
-        for r in data["rows"]:
-            writer.writerow([";".join(r[c]) if c == "members" else r[c] for c in EXPORT_COLUMNS])
-        return response
+        return _csv(
+            f"{t.slug}-leaderboards.csv",
+            ["entry", "kind", "win_rate", "mean_score", "suites", *data["suites"]],
+            (
+                [r["entry"], r["kind"], r["win_rate"], r["mean_score"], r["suites"]]
+                + [r["scores"].get(s) for s in data["suites"]]
+                for r in data["rows"]
+            ),
+        )
+    shown = data["rows"][:HEATMAP_ROWS]
     return render(
-        request, "leaderboard/board.html", {"team": t, "suite": suite, "board": data, "kinds": kinds, "kind": kind}
+        request,
+        "leaderboard/across.html",
+        {
+            "team": t,
+            "board": data,
+            "kind": kind,
+            "query": _query(request.GET),
+            "kind_links": [
+                {"label": k or "all", "href": "?" + _query(request.GET, kind=k), "on": k == kind}
+                for k in ["", *GROUP_KINDS, *kinds]
+            ],
+            "rows_html": tables.across_rows(data["rows"], data["suites"], t.slug),
+            "heatmap": charts.suite_heatmap(shown, data["suites"]),
+            "heatmap_cut": len(data["rows"]) > len(shown),
+            "heatmap_rows": HEATMAP_ROWS,
+        },
     )
 
 
 @login_required
 def entry_detail(request, team: str, entry_id: int):
+    """An entry's card: what it is, what produced its results, and how it did run after run."""
     t = team_for(request.user, team)
     entry = get_owned(Entry.objects.all(), t, pk=entry_id)
-    history = entry.run_entries.select_related("run__suite").order_by("-run__created_at")[:50]
+    history = entry.run_entries.select_related("run__suite").order_by("-run__created_at", "-run_id")[:50]
+    points = services.entry_history(entry)
+    verdicts = {p["run_id"]: p for p in points}
     return render(
         request,
         "leaderboard/entry.html",
@@ -275,8 +434,81 @@ def entry_detail(request, team: str, entry_id: int):
             "team": t,
             "entry": entry,
             "members": entry.ordered_members(),
-            "history": history,
+            "history": [{"re": h, "check": verdicts.get(h.run_id)} for h in history],
             "config_json": json.dumps(entry.config, indent=2),
             "params_json": json.dumps(entry.params, indent=2),
+            "provenance": services.entry_provenance(entry),
+            "history_chart": charts.score_history(points),
+            "others": Entry.objects.filter(team=t).exclude(pk=entry.pk).only("pk", "name"),
         },
     )
+
+
+def _finished_result(run_id, entry: Entry) -> RunEntry | None:
+    return (
+        RunEntry.objects.filter(run_id=run_id, entry=entry, state="done").select_related("run__suite", "entry").first()
+    )
+
+
+def _latest_on_suite(entry: Entry, suite: str) -> RunEntry | None:
+    return (
+        RunEntry.objects.filter(entry=entry, state="done", run__suite__name=suite)
+        .select_related("run__suite", "entry")
+        .order_by("-run__created_at", "-run_id")
+        .first()
+    )
+
+
+@login_required
+def compare(request, team: str):
+    """Two entries item by item, on one run where both finished, or each one's latest result on a suite."""
+    t = team_for(request.user, team)
+    entries = list(Entry.objects.filter(team=t).only("pk", "name", "kind", "strategy"))
+    context: dict = {"team": t, "entries": entries, "show": request.GET.get("show") or "differ"}
+    raw = {k: request.GET.get(k, "").strip() for k in ("a", "b", "run", "suite")}
+    context.update(raw)
+    if not raw["a"] and not raw["b"]:
+        return render(request, "leaderboard/compare.html", context)
+
+    def fail(message: str) -> HttpResponse:
+        messages.error(request, message)
+        return render(request, "leaderboard/compare.html", context, status=400)
+
+    for field in ("a", "b", "run"):
+        if raw[field] and not raw[field].isdigit():
+            return fail(f"{field}: not an id: {raw[field]!r}")
+    if not raw["a"] or not raw["b"]:
+        return fail("choose two entries to compare")
+    if context["show"] not in services.SHOW:
+        return fail(f"show: one of {', '.join(services.SHOW)}")
+    a = get_owned(Entry.objects.all(), t, pk=int(raw["a"]))
+    b = get_owned(Entry.objects.all(), t, pk=int(raw["b"]))
+    if a.pk == b.pk:
+        return fail("choose two different entries")
+    runs_a = RunEntry.objects.filter(entry=a, state="done").values("run_id")
+    shared = RunEntry.objects.filter(entry=b, state="done", run_id__in=runs_a)
+    context["runs"] = list(
+        Run.objects.filter(team=t, pk__in=shared.values("run_id")).select_related("suite").order_by("-created_at")[:50]
+    )
+    context["suites"] = sorted(
+        set(RunEntry.objects.filter(entry=a, state="done").values_list("run__suite__name", flat=True))
+        & set(RunEntry.objects.filter(entry=b, state="done").values_list("run__suite__name", flat=True))
+    )
+    if raw["run"]:
+        run = get_owned(Run.objects.all(), t, pk=int(raw["run"]))
+        ra, rb = _finished_result(run.pk, a), _finished_result(run.pk, b)
+        missing = [e.name for e, r in ((a, ra), (b, rb)) if r is None]
+        if missing:
+            return fail(f"run #{run.pk} has no finished result of {' and '.join(missing)}")
+    elif raw["suite"]:
+        ra, rb = _latest_on_suite(a, raw["suite"]), _latest_on_suite(b, raw["suite"])
+        missing = [e.name for e, r in ((a, ra), (b, rb)) if r is None]
+        if missing:
+            return fail(f"{' and '.join(missing)} never finished a run on {raw['suite']}")
+    elif context["runs"]:
+        ra, rb = _finished_result(context["runs"][0].pk, a), _finished_result(context["runs"][0].pk, b)
+    else:
+        return fail(f"{a.name} and {b.name} never finished the same run: choose a suite")
+    context.update(a_entry=a, b_entry=b, ra=ra, rb=rb, result=services.compare(ra, rb, context["show"]))
+    context["query"] = _query(request.GET, show="")
+    return render(request, "leaderboard/compare.html", context)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from ensembles.errors import SuiteError
 from ensembles.metrics.extract import OPTION_LETTERS
+from ensembles.parsing import compose_yaml, load_json, load_yaml
 from ensembles.suites.model import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_ITEMS,
@@ -104,7 +105,7 @@ def _json_lines(text: str, file: str) -> Iterable[tuple[int, dict[str, Any]]]:
         if not raw.strip():
             continue
         try:
-            data = json.loads(raw)
+            data = load_json(raw)
         except json.JSONDecodeError as exc:
             raise SuiteError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=lineno) from None
         if not isinstance(data, dict):
@@ -150,8 +151,8 @@ def _package_data(package: str, relative: str, install_hint: str) -> Path:
 def _yaml_mapping(text: str, file: str) -> tuple[dict[str, Any], dict[str, int]]:
     """Safely parse a YAML mapping; returns it with the line of each top-level key."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = compose_yaml(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -222,7 +223,7 @@ def import_bigbench(
     """
     check_size(text, file, max_bytes)
     try:
-        task = json.loads(text)
+        task = load_json(text)
     except json.JSONDecodeError as exc:
         raise SuiteError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=exc.lineno) from None
     if not isinstance(task, dict):

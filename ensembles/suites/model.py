@@ -23,6 +23,7 @@ from ensembles.errors import SuiteError, UnknownNameError
 from ensembles.metrics import EXTRACTORS, METRICS, get_metric
 from ensembles.metrics.code import build_test_code
 from ensembles.metrics.extract import OPTION_LETTERS
+from ensembles.parsing import compose_yaml, load_json, load_yaml
 
 # Same conventions as lm-evaluation-harness: a space before the target, a blank line between shots.
 TARGET_DELIMITER = " "
@@ -338,7 +339,7 @@ def _validation_message(exc: ValidationError) -> str:
 def _top_level_key_lines(text: str) -> dict[str, int]:
     """1-based line of each top-level key in a YAML mapping, for error messages."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_yaml(text)
     except yaml.YAMLError:
         return {}
     if not isinstance(node, yaml.MappingNode):
@@ -348,7 +349,7 @@ def _top_level_key_lines(text: str) -> dict[str, int]:
 
 def _load_manifest(text: str, file: str) -> SuiteManifest:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -400,7 +401,7 @@ def load_suite(
             continue
         check_item_count(len(items) + 1, items_file, lineno, max_items)
         try:
-            data: Any = json.loads(raw)
+            data: Any = load_json(raw)
         except json.JSONDecodeError as exc:
             raise SuiteError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})",

@@ -9,6 +9,10 @@
   }
   function f3(x) { return x === null || x === undefined ? "" : Number(x).toFixed(3); }
   function ci(lo, hi) { return '<span class="ci">[' + f3(lo) + ", " + f3(hi) + "]</span>"; }
+  // Same markup as the server templates' badge (board_rows.html, run.html).
+  function regressed(r) {
+    return r.regressed ? ' <span class="state failed regressed" title="scored lower than its previous result by more than the 95% interval allows">regressed</span>' : "";
+  }
 
   function renderBoard(table, data) {
     var team = data.team;
@@ -19,7 +23,7 @@
       var lift = r.lift !== null ? f3(r.lift) + " " + ci(r.lift_low, r.lift_high).replace("</span>", " vs " + esc(r.best_member) + (r.lift_p !== null && r.lift_p !== undefined ? ", McNemar p=" + f3(r.lift_p) : "") + "</span>") : "";
       var lat = r.latency_p50 !== null ? Number(r.latency_p50).toFixed(2) + " / " + Number(r.latency_p95).toFixed(2) : "";
       return '<tr data-entry="' + esc(r.entry) + '"><td>' + (i + 1) + '</td><td><a href="/t/' + esc(team) + "/entries/" + r.entry_id + '/">' + esc(r.entry) +
-        '</a></td><td><span class="kind">' + esc(r.kind) + '</span></td><td class="num">' + score +
+        "</a>" + regressed(r) + '</td><td><span class="kind">' + esc(r.kind) + '</span></td><td class="num">' + score +
         '</td><td class="num">' + esc(r.rank_upper_bound) + '</td><td class="num">' + lift + "</td><td>" + esc(r.members.join(", ")) +
         '</td><td class="num">' + r.member_calls + '</td><td class="num">' + r.tokens + '</td><td class="num">' + Number(r.compute_s).toFixed(1) +
         '</td><td class="num">' + lat + "</td><td>" + esc(r.suite_version) + "</td><td>" + esc((r.evaluated_at || "").slice(0, 16)) + "</td></tr>";
@@ -42,7 +46,7 @@
       rate.textContent = perS.toFixed(2) + " items/s" + (data.state === "running" && left ? ", about " + Math.ceil(left / perS) + " s left" : "");
     }
     table.tBodies[0].innerHTML = data.entries.map(function (r) {
-      return "<tr><td>" + esc(r.entry) + "</td><td>" + esc(r.kind) + '</td><td><progress max="' + r.total_items + '" value="' + r.done_items + '"></progress> ' +
+      return "<tr><td>" + esc(r.entry) + regressed(r) + "</td><td>" + esc(r.kind) + '</td><td><progress max="' + r.total_items + '" value="' + r.done_items + '"></progress> ' +
         r.done_items + "/" + r.total_items + ' <span class="state ' + esc(r.state) + '">' + esc(r.state) + '</span></td><td class="num">' +
         (r.score !== null ? f3(r.score) + " [" + f3(r.ci_low) + ", " + f3(r.ci_high) + "]" : "") + '</td><td class="num">' +
         (r.lift !== null ? f3(r.lift) + " [" + f3(r.lift_low) + ", " + f3(r.lift_high) + "]" : "") + '</td><td class="num">' + r.new_calls +

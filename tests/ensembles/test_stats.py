@@ -96,3 +96,17 @@ def test_rank_upper_bound_counts_entries_that_are_better_with_confidence():
         Interval(0.50, 0.45, 0.55, 100),
     ]
     assert rank_upper_bounds(intervals) == [1, 1, 3]
+
+
+def test_rank_upper_bounds_match_their_definition_with_ties_and_missing_bounds():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        means = rng.choice([0.2, 0.5, 0.5, 0.8], size=n) + rng.choice([0.0, 0.01], size=n)
+        widths = rng.choice([0.0, 0.05, 0.2], size=n)
+        lows, highs = means - widths, means + widths
+        lows[rng.random(n) < 0.05] = math.nan
+        highs[rng.random(n) < 0.05] = math.nan
+        intervals = [Interval(m, lo, hi, 10) for m, lo, hi in zip(means, lows, highs, strict=True)]
+        expected = [1 + sum(o.low > t.high for o in intervals) for t in intervals]
+        assert rank_upper_bounds(intervals) == expected

@@ -1,0 +1,183 @@
+"""JSON API for schedules, regression notifications and the queue (mounted on /api/v1 by arena/leaderboard/api.py).
+
+Every object is looked up within the token's team, so other teams' ids answer 404.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
+from django.http import Http404
+from ninja import Field, Query, Router, Schema
+from ninja.errors import HttpError
+
+from arena.schedules import services
+from arena.schedules.models import NIGHTLY, Firing, Refresh, Schedule
+from arena.teams.models import ROLE_RANK, Role
+
+router = Router(tags=["schedules"])
+
+
+def _require(request, role: str) -> None:
+    if ROLE_RANK[Role(request.auth.role)] < ROLE_RANK[Role(role)]:
+        raise HttpError(403, f"this token's role cannot do this (needs {role})")
+
+
+class ScheduleIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    suite: str = Field(..., min_length=1, max_length=64, description="suite name: each firing uses its latest version")
+    entries: list[str] = Field(..., min_length=1, max_length=100)
+    cron: str = Field(NIGHTLY, max_length=120, description="minute hour day-of-month month day-of-week")
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone the cron expression is read in")
+    refresh: Literal["changed", "all"] = Field(
+        Refresh.CHANGED, description="changed: only entries whose model or suite version changed; all: every entry"
+    )
+    enabled: bool = True
+    judge: str | None = Field(None, max_length=100, description="judge suites: the model that compares answers")
+
+
+class FiringOut(Schema):
+    slot: datetime
+    outcome: str
+    run: int | None
+    note: str
+
+
+class ScheduleOut(Schema):
+    id: int
+    name: str
+    suite: str
+    entries: list[str]
+    cron: str
+    timezone: str
+    refresh: str
+    enabled: bool
+    judge: str | None
+    next_run_at: datetime | None
+    recent_firings: list[FiringOut]
+
+
+class WebhookIn(Schema):
+    webhook_url: str = Field(
+        "", max_length=500, description="http(s) URL that receives a POST on a regression; empty: none"
+    )
+
+
+def schedule_out(s: Schedule) -> dict[str, Any]:
+    return {
+        "id": s.pk,
+        "name": s.name,
+        "suite": s.suite_name,
+        "entries": sorted(e.name for e in s.entries.all()),
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "refresh": s.refresh,
+        "enabled": s.enabled,
+        "judge": s.judge.name if s.judge else None,
+        "next_run_at": services.next_fire(s),
+        "recent_firings": [
+            {"slot": f.slot, "outcome": f.outcome, "run": f.run_id, "note": f.note} for f in s.recent_firings
+        ],
+    }
+
+
+def _schedules(team):
+    recent = Prefetch("firings", queryset=Firing.objects.order_by("-slot")[:10], to_attr="recent_firings")
+    return Schedule.objects.filter(team=team).select_related("judge").prefetch_related("entries", recent)
+
+
+def _schedule(request, schedule_id: int) -> Schedule:
+    found = _schedules(request.auth.team).filter(pk=schedule_id).first()
+    if found is None:
+        raise Http404
+    return found
+
+
+def _save(request, body: ScheduleIn, schedule: Schedule | None = None) -> Schedule:
+    return services.save_schedule(
+        request.auth.team,
+        name=body.name,
+        suite=body.suite,
+        entries=body.entries,
+        cron=body.cron,
+        timezone_name=body.timezone,
+        refresh=body.refresh,
+        enabled=body.enabled,
+        judge=body.judge,
+        schedule=schedule,
+    )
+
+
+@router.get("/schedules", response=list[ScheduleOut])
+def list_schedules(request):
+    return [schedule_out(s) for s in _schedules(request.auth.team)]
+
+
+@router.post("/schedules", response={201: ScheduleOut})
+def create_schedule(request, body: ScheduleIn):
+    """Schedule evaluations of ``entries`` on ``suite``: nightly at 02:00 UTC unless ``cron`` says otherwise.
+
+    Bad input answers 422 naming the field (``cron``, ``timezone``, ``suite``, ``entries``...), and stores nothing.
+    """
+    _require(request, Role.MEMBER)
+    schedule = _save(request, body)
+    return 201, schedule_out(_schedule(request, schedule.pk))
+
+
+@router.get("/schedules/{schedule_id}", response=ScheduleOut)
+def get_schedule(request, schedule_id: int):
+    return schedule_out(_schedule(request, schedule_id))
+
+
+@router.put("/schedules/{schedule_id}", response=ScheduleOut)
+def update_schedule(request, schedule_id: int, body: ScheduleIn):
+    _require(request, Role.MEMBER)
+    schedule = _save(request, body, _schedule(request, schedule_id))
+    return schedule_out(_schedule(request, schedule.pk))
+
+
+@router.delete("/schedules/{schedule_id}", response={204: None})
+def delete_schedule(request, schedule_id: int):
+    _require(request, Role.MEMBER)
+    services.delete_schedule(_schedule(request, schedule_id))
+    return 204, None
+
+
+@router.get("/notifications", response=WebhookIn)
+def get_notifications(request):
+    """The team's regression webhook (owner tokens only: such a URL often carries its own secret)."""
+    _require(request, Role.OWNER)
+    return {"webhook_url": services.notifications_for(request.auth.team).webhook_url}
+
+
+@router.put("/notifications", response=WebhookIn)
+def put_notifications(request, body: WebhookIn):
+    _require(request, Role.OWNER)
+    return {"webhook_url": services.set_webhook(request.auth.team, body.webhook_url).webhook_url}
+
+
+class QueueFilter(Schema):
+    state: Literal["waiting", "running", "done", "failed"] | None = None
+    page: int = Field(1, ge=1, le=100000)
+
+
+@router.get("/queue", response=dict[str, Any])
+def get_queue(request, filters: Query[QueueFilter]):
+    """The team's runs, newest first, 50 a page: waiting, running, done or failed, with the reasons;
+    the schedules' next firings; and recent firings that started nothing, with why."""
+    team = request.auth.team
+    page = Paginator(services.queue_runs(team, filters.state), 50).get_page(filters.page)
+    return {
+        "counts": services.queue_counts(team),
+        "page": page.number,
+        "pages": page.paginator.num_pages,
+        "runs": [services.queue_row(r) for r in page],
+        "upcoming": [{**u, "next_run_at": u["next_run_at"].isoformat()} for u in services.upcoming(team)],
+        "not_started": [
+            {"schedule": f.schedule.name, "slot": f.slot.isoformat(), "outcome": f.outcome, "note": f.note}
+            for f in services.recent_firings_without_run(team)
+        ],
+    }

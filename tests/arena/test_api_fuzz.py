@@ -1,0 +1,65 @@
+"""The JSON API fuzzed from its own OpenAPI document (schemathesis): no 5xx, no response off its schema.
+
+Every operation the document lists is called with generated inputs, valid and not, over real HTTP
+against a live server and the test database, with a member token of a team that has entries, a
+suite and a finished run to find. Bounded: a few dozen examples per operation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from django.test import Client
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from arena.benchmarks.services import import_suite
+from arena.evaluations.models import Run, RunEntry
+from arena.registry.models import BlendMember, Entry
+from arena.teams.models import ApiToken, Role
+from ensembles.suites import get_builtin
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def member_token(team) -> str:
+    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    endpoint = {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 1}
+    a = Entry.objects.create(team=team, name="a", kind="openai", config={**endpoint, "model": "a"})
+    b = Entry.objects.create(team=team, name="b", kind="openai", config={**endpoint, "model": "b"})
+    vote = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
+    BlendMember.objects.create(blend=vote, member=a, position=0)
+    BlendMember.objects.create(blend=vote, member=b, position=1)
+    run = Run.objects.create(team=team, suite=suite, splits=["test"], state="done")
+    for e in (a, b, vote):
+        RunEntry.objects.create(
+            run=run, entry=e, state="done", total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2
+        )
+    return ApiToken.issue(team, "fuzz", role=Role.MEMBER)[1]
+
+
+def openapi_document() -> dict:
+    """The document the app serves at /api/v1/openapi.json (its generation reads no database)."""
+    response = Client().get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+schema = schemathesis.openapi.from_dict(openapi_document())
+
+
+@schema.parametrize()
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
+def test_no_operation_answers_5xx_or_off_its_schema(case, live_server, member_token):
+    case.call_and_validate(
+        base_url=live_server.url,
+        headers={"Authorization": f"Bearer {member_token}"},
+        checks=[not_a_server_error, response_schema_conformance],
+        timeout=30,
+    )

@@ -1,0 +1,427 @@
+"""Leaderboard filters, sorting and exports, the all-suites page, charts, the compare page, entry history."""
+
+from __future__ import annotations
+
+import csv
+import io
+from urllib.parse import urlencode
+
+import plotly.graph_objects as go
+import pytest
+
+from arena.benchmarks.services import import_suite
+from arena.evaluations.models import Run, RunEntry, Score
+from arena.leaderboard import charts, services
+from arena.registry.models import BlendMember, Entry
+from arena.teams.models import Membership, Role, Team
+from ensembles.suites import get_builtin
+from tests.arena.conftest import csrf_client
+
+pytestmark = pytest.mark.django_db
+
+
+def make_entry(team, name: str, kind: str = "gguf", members=(), strategy: str = "majority_vote") -> Entry:
+    if members:
+        blend = Entry.objects.create(team=team, name=name, kind="blend", strategy=strategy)
+        for i, m in enumerate(members):
+            BlendMember.objects.create(blend=blend, member=m, position=i)
+        return blend
+    return Entry.objects.create(team=team, name=name, kind=kind, config={"path": f"/m/{name}.gguf"})
+
+
+def make_run(team, suite, results: dict, *, split: str = "test", cost: dict | None = None) -> Run:
+    """A finished run: ``results`` maps an entry to its per-item (prediction, value) on the suite's ``split``."""
+    run = Run.objects.create(
+        team=team, suite=suite, splits=[split], state="done", provenance={"git_revision": "abc1234"}
+    )
+    items = list(suite.items.filter(split=split).order_by("position"))
+    for entry, answers in results.items():
+        values = [v for _, v in answers]
+        mean = sum(values) / len(values)
+        c = (cost or {}).get(entry.name, {})
+        RunEntry.objects.create(
+            run=run,
+            entry=entry,
+            state="done",
+            total_items=len(items),
+            done_items=len(items),
+            score=mean,
+            ci_low=max(0.0, mean - 0.2),
+            ci_high=min(1.0, mean + 0.2),
+            n=len(items),
+            member_calls=c.get("calls", len(items)),
+            tokens=c.get("tokens", 10 * len(items)),
+            compute_s=c.get("compute_s", 1.0 * len(items)),
+            latency_p50=c.get("latency", 0.5),
+            latency_p95=c.get("latency", 0.5) * 2,
+            fingerprint=f"fp-{entry.name}",
+        )
+        for item, (prediction, value) in zip(items, answers, strict=True):
+            Score.objects.create(run=run, entry=entry, item=item, prediction=prediction, value=value)
+    return run
+
+
+@pytest.fixture
+def suite(team):
+    return import_suite(team, get_builtin("arithmetic", size=8))  # 4 dev + 4 test items
+
+
+@pytest.fixture
+def board(team, suite):
+    """Three singles and a vote on arithmetic, with costs that put two of them on the Pareto frontier."""
+    a, b, c = make_entry(team, "a"), make_entry(team, "b", kind="hf"), make_entry(team, "c")
+    vote = make_entry(team, "vote", members=[a, b, c])
+    run = make_run(
+        team,
+        suite,
+        {
+            a: [("1", 1.0), ("2", 1.0), ("3", 0.0), ("4", 0.0)],
+            b: [("1", 1.0), ("x", 0.0), ("3", 1.0), ("y", 0.0)],
+            c: [("z", 0.0), ("x", 0.0), ("w", 0.0), ("4", 1.0)],
+            vote: [("1", 1.0), ("x", 0.0), ("3", 1.0), ("4", 1.0)],
+        },
+        cost={
+            "a": {"compute_s": 4.0, "latency": 0.4},
+            "b": {"compute_s": 8.0, "latency": 0.8},
+            "c": {"compute_s": 2.0, "latency": 0.2},
+            "vote": {"compute_s": 14.0, "calls": 12, "latency": 0.8},
+        },
+    )
+    RunEntry.objects.filter(run=run, entry=vote).update(lift=0.25, lift_low=-0.25, lift_high=0.75, best_member=a)
+    return run, {"a": a, "b": b, "c": c, "vote": vote}
+
+
+def board_url(team, suite, query: str = "") -> str:
+    return f"/t/{team.slug}/leaderboard/{suite.name}/" + (f"?{query}" if query else "")
+
+
+# --- Static files ----------------------------------------------------------------------------
+
+
+def test_plotly_js_is_served_from_static_and_no_page_loads_a_cdn(owner, team, board, suite):
+    client = csrf_client(owner)
+    js = client.get("/static/vendor/plotly.min.js")
+    assert js.status_code == 200
+    assert b"plotly.js" in b"".join(js.streaming_content)[:2000]
+    page = client.get(board_url(team, suite)).content.decode()
+    assert "/static/vendor/plotly.min.js" in page and "/static/arena/charts.js" in page
+    assert "cdn." not in page and '<script src="http' not in page
+
+
+# --- Filters, sorting, exports -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("", {"a", "b", "c", "vote"}), ("single", {"a", "b", "c"}), ("blend", {"vote"}), ("hf", {"b"})],
+)
+def test_the_kind_filter_keeps_singles_blends_or_one_kind(owner, team, board, suite, kind, expected):
+    rows = csrf_client(owner).get(board_url(team, suite, f"kind={kind}&format=json")).json()["rows"]
+    assert {r["entry"] for r in rows} == expected
+
+
+def test_sorting_orders_rows_and_keeps_empty_values_last(owner, team, board, suite):
+    client = csrf_client(owner)
+    cheapest = [r["entry"] for r in client.get(board_url(team, suite, "sort=compute&format=json")).json()["rows"]]
+    assert cheapest == ["c", "a", "b", "vote"]
+    dearest = [r["entry"] for r in client.get(board_url(team, suite, "sort=-compute&format=json")).json()["rows"]]
+    assert dearest == ["vote", "b", "a", "c"]
+    lift = [r["entry"] for r in client.get(board_url(team, suite, "sort=-lift&format=json")).json()["rows"]]
+    assert lift == ["vote", "a", "b", "c"]  # singles have no lift: last, by name
+    page = client.get(board_url(team, suite, "sort=compute")).content.decode()
+    assert page.index('data-entry="c"') < page.index('data-entry="a"') < page.index('data-entry="vote"')
+    assert "sort=-compute" in page  # the active column's header flips the direction
+
+
+def test_names_are_escaped_in_the_rows_the_server_renders(owner, team, board, suite):
+    run, _ = board
+    hostile = make_entry(team, '<img src=x onerror="alert(1)">')
+    RunEntry.objects.create(run=run, entry=hostile, state="running", total_items=4, done_items=1)
+    page = csrf_client(owner).get(board_url(team, suite)).content.decode()
+    assert "<img src=x" not in page
+    assert 'data-entry="&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"' in page
+    assert '<span class="state running">running 1/4</span>' in page
+
+
+@pytest.mark.parametrize("query", ["sort=nonsense", "sort=-", "format=xml", "format=xml&sort=score"])
+def test_a_bad_sort_or_format_is_a_400_with_the_reason(owner, team, board, suite, query):
+    response = csrf_client(owner).get(board_url(team, suite, query))
+    assert response.status_code == 400
+    assert b"sort" in response.content or b"format" in response.content
+
+
+def test_csv_and_json_exports_hold_exactly_the_rows_shown_in_the_same_order(owner, team, board, suite):
+    client = csrf_client(owner)
+    query = "kind=single&sort=-latency"
+    page = client.get(board_url(team, suite, query))
+    shown = [r["entry"] for r in page.context["board"]["rows"]]
+    assert shown == ["b", "a", "c"]
+    assert f'href="?{query.replace("&", "&amp;")}&amp;format=csv"' in page.content.decode()
+    exported = list(
+        csv.DictReader(io.StringIO(client.get(board_url(team, suite, f"{query}&format=csv")).content.decode()))
+    )
+    assert [r["entry"] for r in exported] == shown
+    assert exported[0]["latency_p50"] == "0.8" and exported[0]["rank_upper_bound"]
+    data = client.get(board_url(team, suite, f"{query}&format=json")).json()
+    assert [r["entry"] for r in data["rows"]] == shown
+    assert data["filters"] == {"kind": "single", "version": "", "sort": "-latency"}
+
+
+def test_the_version_filter_shows_each_entry_s_latest_result_on_that_version(owner, team, board, suite):
+    _, e = board
+    newer = import_suite(team, get_builtin("arithmetic", size=10))  # other content: stored as a new version
+    assert newer.version != suite.version
+    make_run(team, newer, {e["a"]: [("0", 0.0)] * 5})
+    client = csrf_client(owner)
+    latest = {r["entry"]: r for r in client.get(board_url(team, suite, "format=json")).json()["rows"]}
+    assert latest["a"]["suite_version"] == newer.version and latest["a"]["score"] == 0.0
+    old = {
+        r["entry"]: r
+        for r in client.get(board_url(team, suite, urlencode({"version": suite.version, "format": "json"}))).json()[
+            "rows"
+        ]
+    }
+    assert old["a"]["suite_version"] == suite.version and old["a"]["score"] == 0.5
+    only_new = client.get(board_url(team, suite, urlencode({"version": newer.version, "format": "json"}))).json()[
+        "rows"
+    ]
+    assert [r["entry"] for r in only_new] == ["a"]
+    page = client.get(board_url(team, suite)).content.decode()
+    assert f"v{newer.version}" in page and f"v{suite.version}" in page
+
+
+def test_the_team_filter_switches_between_the_boards_of_the_user_s_teams_only(owner, teammate, team, board, suite):
+    blue = Team.objects.get(slug="blue")
+    import_suite(blue, get_builtin("arithmetic", size=8))
+    Membership.objects.create(team=blue, user=owner, role=Role.VIEWER)
+    links = csrf_client(owner).get(board_url(team, suite)).context["team_links"]
+    assert [(link["label"], link["href"], link["on"]) for link in links] == [
+        ("Blue team", "/t/blue/leaderboard/arithmetic/", False),
+        ("Red team", "/t/red/leaderboard/arithmetic/", True),
+    ]
+    page = csrf_client(teammate).get(board_url(team, suite))
+    assert [link["label"] for link in page.context["team_links"]] == ["Red team"]
+    assert b"Blue team" not in page.content and b'id="team-filter"' not in page.content
+
+
+# --- Cost against quality ----------------------------------------------------------------------
+
+
+def test_the_pareto_frontier_keeps_only_points_nothing_beats_on_both_cost_and_score():
+    points = [(1.0, 0.2), (2.0, 0.5), (2.0, 0.4), (3.0, 0.45), (4.0, 0.9), (5.0, 0.9)]
+    assert charts.pareto_frontier(points) == [0, 1, 4]
+    assert charts.pareto_frontier([]) == []
+
+
+def test_the_cost_quality_chart_marks_the_frontier_for_each_cost_measure(owner, team, board, suite):
+    fig = csrf_client(owner).get(board_url(team, suite, "format=chart")).json()
+    singles, blends, frontier = fig["data"]
+    assert (singles["name"], blends["name"], frontier["name"]) == ("single model", "blend", "Pareto frontier")
+    # Compute seconds per item: c (0.5, 0.25), a (1.0, 0.5), vote (3.5, 0.75) are on it; b (2.0, 0.5) is not.
+    assert frontier["text"] == ["c", "a", "vote"]
+    assert frontier["x"] == [0.5, 1.0, 3.5]
+    by_cost = {b["label"]: b["args"][0]["text"][2] for b in fig["layout"]["updatemenus"][0]["buttons"]}
+    assert by_cost["model calls per item"] == ["a", "vote"]  # a, b and c all make one call per item
+    page = csrf_client(owner).get(board_url(team, suite)).content.decode()
+    assert 'id="fig-cost-quality"' in page and "Pareto frontier" in page
+    go.Figure(fig)  # plotly checks every property against its schema and raises on anything unknown
+
+
+def test_the_chart_follows_the_filters(owner, team, board, suite):
+    fig = csrf_client(owner).get(board_url(team, suite, "kind=blend&format=chart")).json()
+    assert fig["data"][0]["x"] == [] and fig["data"][1]["text"] == ["vote (majority_vote)"]
+    empty = csrf_client(owner).get(board_url(team, suite, "kind=merge&format=chart"))
+    assert empty.status_code == 200 and empty.json() is None
+
+
+def test_the_leaderboard_with_its_chart_keeps_a_constant_query_count(owner, team, board, suite):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    run, _ = board
+    client = csrf_client(owner)
+    client.get(board_url(team, suite))
+    with CaptureQueriesContext(connection) as few:
+        client.get(board_url(team, suite, "sort=compute"))
+    for i in range(25):
+        e = make_entry(team, f"extra-{i}")
+        RunEntry.objects.create(run=run, entry=e, state="done", score=0.3, ci_low=0.1, ci_high=0.5, n=4, compute_s=i)
+    with CaptureQueriesContext(connection) as many:
+        response = client.get(board_url(team, suite, "sort=compute"))
+    assert len(response.context["board"]["rows"]) == 29
+    assert len(many.captured_queries) == len(few.captured_queries)
+
+
+# --- Every suite at once -----------------------------------------------------------------------
+
+
+def test_the_all_suites_page_ranks_by_mean_win_rate_and_draws_the_heat_map(owner, team, board, suite):
+    _, e = board
+    dates = import_suite(team, get_builtin("date_reasoning", size=4))
+    make_run(team, dates, {e["c"]: [("1", 1.0), ("2", 1.0)], e["a"]: [("1", 1.0), ("x", 0.0)]})
+    client = csrf_client(owner)
+    data = client.get(f"/t/{team.slug}/leaderboard/?format=json").json()
+    assert data["suites"] == ["arithmetic", "date_reasoning"]
+    rows = {r["entry"]: r for r in data["rows"]}
+    # arithmetic: vote 0.75 > a = b 0.5 > c 0.25; date: c 1.0 > a 0.5.
+    assert rows["vote"]["win_rate"] == 1.0
+    assert rows["a"]["win_rate"] == pytest.approx((1.5 / 3 + 0) / 2)
+    assert rows["c"]["win_rate"] == pytest.approx((0 + 1) / 2) and rows["c"]["suites"] == 2
+    assert data["rows"][0]["entry"] == "vote"
+    page = client.get(f"/t/{team.slug}/leaderboard/")
+    assert page.status_code == 200
+    heat = page.context["heatmap"]["data"][0]
+    assert heat["x"] == ["arithmetic", "date_reasoning"] and heat["y"][0] == "vote"
+    assert heat["z"][heat["y"].index("c")] == [0.25, 1.0]
+    exported = list(
+        csv.reader(io.StringIO(client.get(f"/t/{team.slug}/leaderboard/?kind=single&format=csv").content.decode()))
+    )
+    assert exported[0] == ["entry", "kind", "win_rate", "mean_score", "suites", "arithmetic", "date_reasoning"]
+    assert [r[0] for r in exported[1:]] == [r["entry"] for r in data["rows"] if not r["is_blend"]]
+
+
+# --- Compare two entries -----------------------------------------------------------------------
+
+
+def compare_url(team, **params) -> str:
+    return f"/t/{team.slug}/compare/?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def test_compare_on_a_run_lists_the_items_where_the_two_differ(owner, team, board):
+    run, e = board
+    client = csrf_client(owner)
+    page = client.get(compare_url(team, a=e["vote"].pk, b=e["a"].pk, run=run.pk))
+    assert page.status_code == 200
+    result = page.context["result"]
+    s = result["summary"]
+    assert (s["items"], s["a_better"], s["b_better"], s["same"]) == (4, 2, 1, 1)
+    assert s["diff"] == pytest.approx(0.25) and s["diff_low"] <= s["diff"] <= s["diff_high"]
+    assert 0 <= s["mcnemar_p"] <= 1
+    assert [(r["a_prediction"], r["b_prediction"]) for r in result["rows"]] == [("x", "2"), ("3", "3"), ("4", "4")]
+    body = page.content.decode()
+    assert f"/t/{team.slug}/runs/{run.pk}/items/{result['rows'][0]['a_item_id']}/" in body
+    every = client.get(compare_url(team, a=e["vote"].pk, b=e["a"].pk, run=run.pk, show="all")).context["result"]
+    assert len(every["rows"]) == 4
+    answers = client.get(compare_url(team, a=e["b"].pk, b=e["c"].pk, run=run.pk, show="answers")).context["result"]
+    assert len(answers["rows"]) == 3  # both answered "x" on the second item: the same answer, both wrong
+
+
+def test_compare_without_a_run_uses_the_latest_run_both_finished(owner, team, board):
+    run, e = board
+    page = csrf_client(owner).get(compare_url(team, a=e["a"].pk, b=e["b"].pk))
+    assert page.status_code == 200 and page.context["ra"].run_id == run.pk
+
+
+def test_compare_across_suite_versions_pairs_items_by_their_key(owner, team, board, suite):
+    _, e = board
+    newer = import_suite(team, get_builtin("arithmetic", size=10))
+    make_run(team, newer, {e["b"]: [("0", 0.0)] * 5})
+    page = csrf_client(owner).get(compare_url(team, a=e["a"].pk, b=e["b"].pk, suite="arithmetic"))
+    assert page.status_code == 200
+    result = page.context["result"]
+    assert not result["same_suite"]
+    keys_old = set(suite.items.filter(split="test").values_list("key", flat=True))
+    keys_new = set(newer.items.filter(split="test").values_list("key", flat=True))
+    assert result["summary"]["items"] == len(keys_old & keys_new)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (lambda e, run: {"a": "x", "b": e["b"].pk}, "a: not an id"),
+        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "run": "7a"}, "run: not an id"),
+        (lambda e, run: {"a": e["a"].pk}, "choose two entries"),
+        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "show": "nonsense"}, "show: one of"),
+        (lambda e, run: {"a": e["a"].pk, "b": e["a"].pk}, "two different entries"),
+        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "run": run.pk}, "has no finished result of b"),
+        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "suite": "nosuch"}, "never finished a run on nosuch"),
+    ],
+)
+def test_bad_compare_requests_are_a_400_with_the_reason(owner, team, board, query, message):
+    first, e = board
+    only_a = make_run(team, first.suite, {e["a"]: [("1", 1.0)] * 4})
+    response = csrf_client(owner).get(compare_url(team, **query(e, only_a)))
+    assert response.status_code == 400
+    assert message in response.content.decode()
+
+
+def test_compare_answers_404_for_another_team_s_entries_and_runs(owner, outsider, team, board):
+    run, e = board
+    blue_entry = make_entry(Team.objects.get(slug="blue"), "blue-a")
+    owner_client = csrf_client(owner)
+    assert owner_client.get(compare_url(team, a=e["a"].pk, b=blue_entry.pk)).status_code == 404
+    assert owner_client.get(compare_url(team, a=e["a"].pk, b=e["b"].pk, run=run.pk + 1000)).status_code == 404
+    assert csrf_client(outsider).get(compare_url(team, a=e["a"].pk, b=e["b"].pk)).status_code == 404
+
+
+# --- The entry page ----------------------------------------------------------------------------
+
+
+def test_the_entry_page_marks_a_regression_in_its_history_and_chart(owner, team, board, suite):
+    run, e = board
+    worse = make_run(team, suite, {e["vote"]: [("0", 0.0)] * 4})
+    worse.created_at = run.created_at.replace(year=run.created_at.year + 1)
+    worse.save(update_fields=["created_at"])
+    page = csrf_client(owner).get(f"/t/{team.slug}/entries/{e['vote'].pk}/")
+    assert page.status_code == 200
+    history = {h["re"].run_id: h["check"] for h in page.context["history"]}
+    assert history[worse.pk]["regressed"] and history[worse.pk]["previous_run_id"] == run.pk
+    assert history[worse.pk]["delta"] == pytest.approx(-0.75)
+    assert not history[run.pk]["regressed"]  # the first result has nothing to fall from
+    traces = {t["name"]: t for t in page.context["history_chart"]["data"]}
+    assert traces["regression"]["text"][0].startswith(f"run #{worse.pk} on arithmetic")
+    assert len(traces["arithmetic"]["x"]) == 2
+    assert "regressed" in page.content.decode()
+    # The run page's verdict, from arena.evaluations.regressions, is the same.
+    from arena.evaluations.regressions import for_run
+
+    (verdict,) = for_run(worse)
+    assert verdict["regressed"] and verdict["delta_high"] == history[worse.pk]["delta_high"]
+
+
+def test_the_entry_page_shows_provenance_and_the_strategy_with_its_defaults(owner, team, board):
+    run, e = board
+    run.provenance = {"git_revision": "abc1234", "python": "3.11.9", "packages": {"torch": "2.13.0"}}
+    run.save(update_fields=["provenance"])
+    body = csrf_client(owner).get(f"/t/{team.slug}/entries/{e['vote'].pk}/").content.decode()
+    assert '<code id="git-revision">abc1234</code>' in body and "2.13.0" in body and "fp-vote" in body
+    assert "Majority vote" in body and "tie_break" in body  # the default parameter, spelled out
+
+
+# --- The run page: member agreement and mutual-information selection ---------------------------
+
+
+def test_the_run_page_draws_the_members_error_correlation_and_kappa(owner, team, board):
+    run, _ = board
+    page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/")
+    fig = page.context["agreement_chart"]
+    assert [t["type"] for t in fig["data"]] == ["heatmap", "heatmap"]
+    assert fig["data"][0]["x"] == ["a", "b", "c"]
+    assert fig["data"][0]["z"] == page.context["diversity"]["error_correlation"]
+    assert fig["data"][1]["z"] == page.context["diversity"]["kappa"]
+    assert 'id="fig-agreement"' in page.content.decode()
+
+
+def test_the_selection_curve_replays_the_vote_over_the_first_k_picks(owner, team, suite):
+    a, b, c = make_entry(team, "a"), make_entry(team, "b"), make_entry(team, "c")
+    mi = make_entry(team, "mi", members=[a, b, c], strategy="mi_selection")
+    run = make_run(
+        team,
+        suite,
+        {
+            a: [("1", 1.0), ("2", 1.0), ("9", 0.0), ("9", 0.0)],
+            b: [("1", 1.0), ("7", 0.0), ("3", 1.0), ("8", 0.0)],
+            c: [("5", 0.0), ("2", 1.0), ("3", 1.0), ("4", 1.0)],
+            mi: [("1", 1.0), ("2", 1.0), ("3", 1.0), ("9", 0.0)],
+        },
+    )
+    Score.objects.filter(run=run, entry=mi).update(details={"chosen": ["c", "a", "b"], "gain": [0.8, 0.3, 0.05]})
+    (curve,) = services.selection_curves(run)
+    assert curve["chosen"] == ["c", "a", "b"]
+    assert curve["information"] == pytest.approx([0.8, 1.1, 1.15])
+    # k=1: c alone, 3/4. k=2: c and a tie on each item, c first: 3/4. k=3: 1, 2, 3 by majority, 4 vs 9 vs 8 -> c's 4.
+    assert curve["score"] == [0.75, 0.75, 1.0]
+    page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/")
+    (chart,) = page.context["selection_charts"]
+    assert chart["figure"]["data"][2]["y"] == [0.75, 0.75, 1.0]
+    assert f'id="selection-{mi.pk}"' in page.content.decode()

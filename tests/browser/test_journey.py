@@ -1,0 +1,153 @@
+"""What a person does on a first morning, in a real browser: sign up, make a team, register two models and
+a blend, start a run, watch the leaderboard fill in without reloading, drill into an item, export the
+leaderboard as CSV, compare two entries, look at every suite at once.
+
+Set ARENA_SCREENSHOTS to a folder to keep a screenshot of each main page there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_tiny_variant
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def tiny_models(tiny_llama_dir, worker_roots):
+    # Under the test's temporary folder, which is one of the model roots the server and worker accept.
+    root = Path(worker_roots[-1]) / "browser-models"
+    root.mkdir(exist_ok=True)
+    return [make_tiny_variant(tiny_llama_dir, root / f"tiny-{x}", seed=n) for n, x in enumerate("ab", start=1)]
+
+
+def shoot(page, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("ARENA_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def test_a_first_morning_in_the_arena(arena_server, worker, browser_context, tiny_models, tmp_path):
+    base = arena_server
+    page = browser_context.new_page()
+
+    # Sign up, then make a team.
+    page.goto(f"{base}/signup/")
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password1]", "a-long-browser-password-7")
+    page.fill("input[name=password2]", "a-long-browser-password-7")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/teams/new/")
+    page.fill("input[name=name]", "Morning team")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/t/morning-team/")
+    dashboard = page.url
+
+    # A small built-in suite: 4 dev and 4 test items.
+    page.select_option("#add-suite select[name=name]", "arithmetic")
+    page.fill("#add-suite input[name=size]", "8")
+    page.click("#add-suite button")
+    page.wait_for_selector("text=Added arithmetic")
+
+    # Two models and a majority vote over them.
+    for name, path in zip(("tiny-a", "tiny-b"), tiny_models, strict=True):
+        page.goto(dashboard)
+        page.fill("#register-model input[name=name]", name)
+        page.select_option("#register-model select[name=kind]", "hf")
+        page.fill("#register-model textarea[name=config]", json.dumps({"path": str(path)}))
+        page.click("#register-model button")
+        page.wait_for_selector(f"text=Registered {name}.")
+    page.goto(dashboard)
+    page.fill("#register-blend input[name=name]", "vote")
+    page.select_option("#register-blend select[name=strategy]", "majority_vote")
+    page.check("#register-blend input[value=tiny-a]")
+    page.check("#register-blend input[value=tiny-b]")
+    page.click("#register-blend button")
+    page.wait_for_selector("text=Registered vote.")
+
+    # The leaderboard, open in a second tab before anything ran, and never reloaded.
+    board = browser_context.new_page()
+    board.goto(f"{base}/t/morning-team/leaderboard/arithmetic/")
+    board.wait_for_selector("#live.on")
+    assert "Nothing evaluated" in board.inner_text("#board")
+    board.evaluate("window.arenaNotReloaded = true")
+
+    # Start the run from the dashboard; the run page shows it live.
+    page.goto(dashboard)
+    page.select_option("#start-run select[name=suite]", label="arithmetic v1")
+    for box in page.query_selector_all("#start-run input[name=entries]"):
+        box.check()
+    page.click("#start-run button")
+    page.wait_for_url(re.compile(r".*/runs/\d+/$"))
+    run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    page.wait_for_selector("#live.on")
+    page.wait_for_function("document.getElementById('run-state').textContent === 'done'", timeout=240_000)
+    assert page.locator("#run tbody tr").count() == 3
+    assert "4/4" in page.inner_text("#run")
+
+    # Meanwhile the leaderboard filled in by itself: every entry scored, the chart drawn, no reload.
+    board.wait_for_function(
+        """() => {
+          const rows = [...document.querySelectorAll('#board tbody tr')];
+          return rows.length === 3 && rows.every(r => /^\\d\\.\\d{3} \\[/.test(r.cells[3].innerText));
+        }"""
+    )
+    assert board.evaluate("window.arenaNotReloaded") is True
+    shown = board.locator("#board tbody tr").evaluate_all("rows => rows.map(r => r.dataset.entry)")
+    assert sorted(shown) == ["tiny-a", "tiny-b", "vote"]
+    board.wait_for_function("document.getElementById('chart-cost-quality').dataset.drawn")
+    assert board.locator("#chart-cost-quality .main-svg").count() >= 1
+    # The rows the server renders read the same as the ones the page rendered live (JavaScript off).
+    server = browser_context.browser.new_context(
+        java_script_enabled=False, storage_state=browser_context.storage_state()
+    )
+    static = server.new_page()
+    static.goto(board.url)
+    assert static.inner_text("#board tbody") == board.inner_text("#board tbody")
+    server.close()
+    shoot(board, "leaderboard", tmp_path)
+
+    # Export what is shown: the CSV has the same entries in the same order.
+    with board.expect_download() as download:
+        board.click("#export-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [r["entry"] for r in rows] == shown
+    assert all(r["score"] and r["ci_low"] and r["ci_high"] for r in rows)
+    assert next(r for r in rows if r["entry"] == "vote")["members"] == "tiny-a;tiny-b"
+
+    # The finished run page, then one item: the prompt as sent, every output, the votes, the reference.
+    page.reload()
+    shoot(page, "run", tmp_path)
+    page.click("text=Item by item")
+    page.locator("table.items tbody tr td a").first.click()
+    page.wait_for_selector("#prompt")
+    assert page.inner_text("#prompt").strip() and page.inner_text("#reference").strip()
+    outputs = page.inner_text("table")
+    assert "tiny-a" in outputs and "tiny-b" in outputs and "vote" in outputs and "votes" in outputs
+    shoot(page, "item", tmp_path)
+
+    # The blend's card, and from it a comparison with one of its members.
+    page.goto(f"{base}/t/morning-team/leaderboard/arithmetic/")
+    page.click("#board a:text-is('vote')")
+    page.wait_for_selector("#provenance")
+    assert page.inner_text("#git-revision").strip()
+    page.select_option("#compare-with select[name=b]", label="tiny-a")
+    page.click("#compare-with button")
+    page.wait_for_selector("#compare-summary")
+    assert f"run #{run_id}" in page.inner_text("#compare-summary")
+    shoot(page, "compare", tmp_path)
+
+    # Every suite at once, with the heat map drawn.
+    page.goto(dashboard)
+    page.click("#all-suites-board")
+    page.wait_for_function("document.getElementById('chart-heatmap').dataset.drawn")
+    assert page.locator("#across tbody tr").count() == 3
+    shoot(page, "all-suites", tmp_path)
