@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from arena.evaluations.models import Generation
-from arena.evaluations.services import POOL, RetryLater, generation_key
+from arena.evaluations.services import POOL, RetryLater, generation_key, store_generations
 from arena.registry.models import Entry
 from arena.registry.services import backend_for
 from arena.teams.models import Team
@@ -56,23 +56,11 @@ class ArenaCaller:
                 outputs = POOL.get(fingerprint, lambda: backend).generate(list(missing.values()), self.params)
             except TransientBackendError as exc:
                 raise RetryLater(str(exc)) from exc
-            Generation.objects.bulk_create(
-                [
-                    Generation(
-                        key=key,
-                        fingerprint=fingerprint,
-                        prompt=prompt,
-                        params=self.params.model_dump(mode="json"),
-                        text=out.text,
-                        token_logprobs=out.token_logprobs,
-                        prompt_tokens=out.prompt_tokens,
-                        completion_tokens=out.completion_tokens,
-                        latency_s=out.latency_s,
-                    )
-                    for (key, prompt), out in zip(missing.items(), outputs, strict=True)
-                ],
-                # Another worker may have stored the same generation meanwhile; the first one stays.
-                ignore_conflicts=True,
+            # Another worker may have stored the same generation meanwhile; the first one stays.
+            store_generations(
+                fingerprint,
+                self.params,
+                [(key, prompt, out) for (key, prompt), out in zip(missing.items(), outputs, strict=True)],
             )
             self.new_calls += len(missing)
             cached = {g.key: g for g in Generation.objects.filter(key__in=keys)}

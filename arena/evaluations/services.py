@@ -33,6 +33,7 @@ from arena.registry.services import backend_for
 from arena.teams.models import Team
 from ensembles import stats
 from ensembles.backends import BackendError, DecodingParams, LoglikelihoodUnsupported, ModelPool, TransientBackendError
+from ensembles.backends.base import Generation as LibGeneration
 from ensembles.backends.base import digest_json
 from ensembles.errors import EnsembleError
 from ensembles.metrics import EXTRACTORS, get_metric
@@ -261,22 +262,8 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
             outputs = backend.generate([prompts[pk] for pk in missing], params)
         except TransientBackendError as exc:
             raise RetryLater(str(exc)) from exc
-        Generation.objects.bulk_create(
-            [
-                Generation(
-                    key=keys[pk],
-                    fingerprint=re.fingerprint,
-                    prompt=prompts[pk],
-                    params=params.model_dump(mode="json"),
-                    text=out.text,
-                    token_logprobs=out.token_logprobs,
-                    prompt_tokens=out.prompt_tokens,
-                    completion_tokens=out.completion_tokens,
-                    latency_s=out.latency_s,
-                )
-                for pk, out in zip(missing, outputs, strict=True)
-            ],
-            ignore_conflicts=True,
+        store_generations(
+            re.fingerprint, params, [(keys[pk], prompts[pk], out) for pk, out in zip(missing, outputs, strict=True)]
         )
         cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
     scores = []
@@ -304,6 +291,27 @@ def _generate_and_score(wi: WorkItem, re: RunEntry) -> int:
         )
     Score.objects.bulk_create(scores, ignore_conflicts=True)
     return len(missing)
+
+
+def store_generations(fingerprint: str, params: DecodingParams, outputs: list[tuple[str, str, LibGeneration]]) -> None:
+    """Cache (key, prompt, output) triples; a key stored meanwhile by another worker is left as it is."""
+    Generation.objects.bulk_create(
+        [
+            Generation(
+                key=key,
+                fingerprint=fingerprint,
+                prompt=prompt,
+                params=params.model_dump(mode="json"),
+                text=out.text,
+                token_logprobs=out.token_logprobs,
+                prompt_tokens=out.prompt_tokens,
+                completion_tokens=out.completion_tokens,
+                latency_s=out.latency_s,
+            )
+            for key, prompt, out in outputs
+        ],
+        ignore_conflicts=True,
+    )
 
 
 def _score_options(wi: WorkItem, re: RunEntry, suite, rows: list[SuiteItem]) -> int:
@@ -670,22 +678,8 @@ def _judge_pairs(run: Run, entries: list[Entry]) -> dict:
     missing = [p for p in prompts if keys[p] not in cached]
     if missing:
         outputs = POOL.get(fingerprint, lambda: judge_backend).generate(missing, JUDGE_PARAMS)
-        Generation.objects.bulk_create(
-            [
-                Generation(
-                    key=keys[p],
-                    fingerprint=fingerprint,
-                    prompt=p,
-                    params=JUDGE_PARAMS.model_dump(mode="json"),
-                    text=out.text,
-                    token_logprobs=out.token_logprobs,
-                    prompt_tokens=out.prompt_tokens,
-                    completion_tokens=out.completion_tokens,
-                    latency_s=out.latency_s,
-                )
-                for p, out in zip(missing, outputs, strict=True)
-            ],
-            ignore_conflicts=True,
+        store_generations(
+            fingerprint, JUDGE_PARAMS, [(keys[p], p, out) for p, out in zip(missing, outputs, strict=True)]
         )
         cached = {g.key: g for g in Generation.objects.filter(key__in=keys.values())}
     rows = []
