@@ -16,6 +16,16 @@ class Embedder(Protocol):
     def __call__(self, texts: list[str]) -> np.ndarray: ...
 
 
+def embed_checked(embedder: Embedder, texts: list[str], who: str) -> np.ndarray:
+    """``embedder``'s vectors for ``texts`` as float64, refusing any shape but one row per text."""
+    vectors = np.asarray(embedder(texts), dtype=np.float64)
+    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        raise EnsembleError(
+            f"{who}: the embedder returned shape {vectors.shape} for {len(texts)} texts; expected one row per text"
+        )
+    return vectors
+
+
 class MiniLMEmbedder:
     """A local sentence-transformers model (e.g. all-MiniLM-L6-v2) run with plain transformers.
 

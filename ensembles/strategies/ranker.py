@@ -13,7 +13,7 @@ from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, CallCost, Decision, MemberAnswer, Strategy
 from ensembles.strategies.calls import Shown, answered, shown
 from ensembles.strategies.common import LearnedStrategy, is_correct
-from ensembles.strategies.embed import Embedder
+from ensembles.strategies.embed import Embedder, embed_checked
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller
@@ -75,13 +75,7 @@ class PairRanker(LearnedStrategy):
                 f"{self.name} compares candidates with a sentence encoder and was built without one; "
                 "pass embedder=MiniLMEmbedder(path) when constructing it"
             )
-        vectors = np.asarray(self.embedder(texts), dtype=np.float64)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise EnsembleError(
-                f"{self.name}: the embedder returned shape {vectors.shape} for {len(texts)} texts; "
-                "expected one row per text"
-            )
-        return vectors
+        return embed_checked(self.embedder, list(texts), self.name)
 
     def fit(
         self,

@@ -12,7 +12,7 @@ from pydantic import Field
 from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, is_correct, member_order
-from ensembles.strategies.embed import Embedder
+from ensembles.strategies.embed import Embedder, embed_checked
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller
@@ -55,13 +55,7 @@ class Router(LearnedStrategy):
                 f"{self.name} chooses a member by embedding the input and was built without an embedder; "
                 "pass embedder=MiniLMEmbedder(path) (or another encoder) when constructing it"
             )
-        vectors = np.asarray(self.embedder(list(texts)), dtype=np.float64)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise EnsembleError(
-                f"{self.name}: the embedder returned shape {vectors.shape} for {len(texts)} texts; "
-                "expected one row per text"
-            )
-        return vectors
+        return embed_checked(self.embedder, list(texts), self.name)
 
     def fit(
         self,
