@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "arena.evaluations",
     "arena.leaderboard",
     "arena.schedules",
+    "arena.search",
 ]
 
 MIDDLEWARE = [
@@ -145,6 +146,20 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Shared by web processes and workers: live snapshots built once per change (arena/core/cache.py).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "arena",
+        "OPTIONS": {
+            "serializer": "arena.core.cache.JSONSerializer",
+            "socket_connect_timeout": 1,
+            "socket_timeout": 1,
+        },
+    }
+}
+
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -184,6 +199,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * ARENA_SUITE_MAX_BYTES + 1024 * 1024
 ARENA_MAX_LOADED_MODELS = env_int("ARENA_MAX_LOADED_MODELS", 3, minimum=1)
 # Local model paths must lie under one of these roots.
 ARENA_MODEL_ROOTS = [Path(p).expanduser() for p in env_list("ARENA_MODEL_ROOTS", [str(MODELS_DIR)])]
+# Where the arena writes models it makes (merges, fine-tunes): writable, and shared by every worker.
+ARENA_BUILT_MODELS_DIR = Path(env_str("ARENA_BUILT_MODELS_DIR", str(DATA_DIR / "built"))).expanduser()
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -243,6 +260,12 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = 10
 # Where links in notifications point, e.g. https://arena.example.org (empty: paths only).
 ARENA_PUBLIC_URL = env_str("ARENA_PUBLIC_URL", "")
+# Regression notices (email, webhook) are retried with exponential backoff from this many seconds
+# (at most an hour between attempts), up to this many attempts.
+ARENA_NOTICE_RETRY_S = env_int("ARENA_NOTICE_RETRY_S", 30, minimum=1)
+ARENA_NOTICE_ATTEMPTS = env_int("ARENA_NOTICE_ATTEMPTS", 10, minimum=1)
+# How long one attempt may take before another worker may take the notice over (its sender died).
+ARENA_NOTICE_LEASE_S = env_int("ARENA_NOTICE_LEASE_S", 120, minimum=1)
 
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION

@@ -38,4 +38,6 @@ urlpatterns = [
     path("t/<slug:team>/leaderboard/<slug:suite>/", board.leaderboard, name="leaderboard"),
     path("t/<slug:team>/compare/", board.compare, name="compare"),
     path("", include("arena.schedules.urls")),
+    path("", include("arena.registry.urls")),
+    path("", include("arena.search.urls")),
 ]

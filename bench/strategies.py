@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from ensembles import stats  # noqa: E402
 from ensembles.backends import BackendOptions, DecodingParams, make_backend  # noqa: E402
 from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder  # noqa: E402
-from ensembles.strategies.calls import CallResult  # noqa: E402
+from ensembles.strategies.calls import CallResult, Sampling  # noqa: E402
 from ensembles.suites import Suite as LibSuite  # noqa: E402
 from ensembles.suites import get_builtin  # noqa: E402
 
@@ -60,11 +60,16 @@ BLENDS = [
     ("router (kNN)", "router", {"method": "knn"}),
     ("router (logistic)", "router", {"method": "logreg"}),
     ("bagged stacking", "bagging", {"base": "stacking"}),
+    ("boosting (SAMME)", "boosting", {}),
+    ("weighted vote (confidence, calibrated)", "weighted_vote", {"weights": "confidence", "calibrate": True}),
+    ("cascade (≤1.5 members/item, calibrated)", "cascade", {"max_cost": 1.5, "calibrate": True}),
     ("PairRanker", "pair_ranker", {}),
 ]
 CALLING = [
     ("GenFuser", "gen_fuser", {"fuser": FUSER}),
     ("mixture of agents (1 layer)", "mixture_of_agents", {"aggregator": FUSER, "layers": 1}),
+    # Samples the member with the best dev score (k samples at temperature 0.7), not every member.
+    ("self-consistency (best dev member, k=5)", "self_consistency", {"k": 5, "temperature": 0.7}),
 ]
 
 
@@ -124,12 +129,13 @@ class CachedCaller:
         )
         self.new_calls = 0
 
-    def generate(self, member: str, prompts: list[str]) -> list[CallResult]:
-        pj = json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
+    def generate(self, member: str, prompts: list[str], sampling: Sampling | None = None) -> list[CallResult]:
+        params = self.params if sampling is None else sampling.applied_to(self.params)
+        pj = json.dumps(params.model_dump(mode="json"), sort_keys=True)
         keys = [DiskCache.key(self.fingerprints[member], p, pj) for p in prompts]
-        missing = [p for p, k in zip(prompts, keys, strict=True) if k not in self.cache.data]
+        missing = list(dict.fromkeys(p for p, k in zip(prompts, keys, strict=True) if k not in self.cache.data))
         if missing:
-            for p, out in zip(missing, self.backends[member].generate(missing, self.params), strict=True):
+            for p, out in zip(missing, self.backends[member].generate(missing, params), strict=True):
                 self.cache.data[DiskCache.key(self.fingerprints[member], p, pj)] = {
                     "text": out.text,
                     "tokens": out.prompt_tokens + out.completion_tokens,
@@ -212,7 +218,7 @@ def answer_items(suite: LibSuite, backends, fingerprints, cache: DiskCache, log)
     return out
 
 
-def member_answers(answers: dict[str, list[Answered]], index: int) -> list[MemberAnswer]:
+def member_answers(answers: dict[str, list[Answered]], index: int, prompt: str | None = None) -> list[MemberAnswer]:
     return [
         MemberAnswer(
             member=m,
@@ -220,6 +226,7 @@ def member_answers(answers: dict[str, list[Answered]], index: int) -> list[Membe
             text=a[index].text,
             logprob=a[index].logprob,
             option_logprobs=a[index].option_logprobs,
+            prompt=prompt,
         )
         for m, a in answers.items()
     ]
@@ -237,6 +244,7 @@ def evaluate(suite: LibSuite, answers, caller, calling: bool, seed: int) -> list
     test = [i for i, it in enumerate(suite.items) if it.split == "test"]
     refs = [suite.reference_answer(it) for it in suite.items]
     inputs = [it.input for it in suite.items]
+    prompts = [suite.render_prompt(it) for it in suite.items]
 
     def score(i: int, answer: str) -> float:
         item = suite.items[i]
@@ -265,16 +273,27 @@ def evaluate(suite: LibSuite, answers, caller, calling: bool, seed: int) -> list
     }
     for label, name, params in BLENDS + (CALLING if calling else []):
         strategy = build(name, params)
+        pool = answers
+        if strategy.max_members is not None and len(answers) > strategy.max_members:
+            # A one-member strategy (self-consistency) gets the member with the best dev score.
+            top = max(answers, key=lambda m: np.mean([score(i, answers[m][i].answer) for i in dev]))
+            pool = {top: answers[top]}
         try:
             if strategy.needs_fit:
                 kwargs = {"dev_inputs": [inputs[i] for i in dev]}
                 if "scorer" in inspect.signature(strategy.fit).parameters:
                     kwargs["scorer"] = lambda ans, ref: float(ans.strip() == ref.strip())
-                strategy.fit([member_answers(answers, i) for i in dev], [refs[i] for i in dev], **kwargs)
+                strategy.fit([member_answers(pool, i) for i in dev], [refs[i] for i in dev], **kwargs)
+            if strategy.calls_models:
+                # Ask for every item's calls at once, so the sampled generations are batched.
+                strategy.prefetch(
+                    [member_answers(pool, i, prompts[i]) for i in test], [inputs[i] for i in test], caller=caller
+                )
+                caller.cache.save()
             values, calls, tokens, seconds = [], [], [], []
             for i in test:
                 extra = {"caller": caller} if getattr(strategy, "calls_models", False) else {}
-                decision = strategy.combine(member_answers(answers, i), item_input=inputs[i], **extra)
+                decision = strategy.combine(member_answers(pool, i, prompts[i]), item_input=inputs[i], **extra)
                 values.append(score(i, decision.answer))
                 used = list(answers) if decision.consulted is None else decision.consulted
                 own = getattr(decision, "calls", None)

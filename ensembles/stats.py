@@ -339,3 +339,17 @@ def effective_members(correlation: np.ndarray) -> float:
     if denominator <= 0.0:
         return float(n)
     return float(min(max(n / denominator, 1.0), n))
+
+
+def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, score) points no other point beats on both axes, cheapest first.
+
+    Of points equal on both axes only the first listed stays, so a caller's order breaks ties.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    frontier, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            frontier.append(i)
+            best = points[i][1]
+    return frontier

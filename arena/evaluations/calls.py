@@ -2,7 +2,9 @@
 
 A fuser's, aggregator's or pipeline step's generation is keyed exactly like a member's
 (fingerprint, prompt, decoding params), so combining again, in this run or a later one,
-makes no new model call.
+makes no new model call. Self-consistency's samples come through here too, each under its own
+temperature, top_p and seed: they are the blend's calls (its cost, its failure), not new batches
+of the member, so they need no planning of their own and leave the member's progress alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from arena.registry.models import Entry
 from arena.registry.services import backend_for
 from arena.teams.models import Team
 from ensembles.backends import Backend, BackendError, DecodingParams, TransientBackendError
-from ensembles.strategies import CallResult
+from ensembles.strategies import CallResult, Sampling
 
 
 class ArenaCaller:
@@ -45,21 +47,23 @@ class ArenaCaller:
             self._models[name] = (entry, backend, backend.fingerprint())
         return self._models[name]
 
-    def generate(self, member: str, prompts: list[str]) -> list[CallResult]:
+    def generate(self, member: str, prompts: list[str], sampling: Sampling | None = None) -> list[CallResult]:
         _, backend, fingerprint = self._model(member)
-        keys = [generation_key(fingerprint, p, self.params) for p in prompts]
+        # A sample's temperature, top_p and seed are part of its key: each seed is its own generation.
+        params = self.params if sampling is None else sampling.applied_to(self.params)
+        keys = [generation_key(fingerprint, p, params) for p in prompts]
         cached = {g.key: g for g in Generation.objects.filter(key__in=keys)}
         # A prompt asked for twice in one call is generated once.
         missing = {k: p for k, p in zip(keys, prompts, strict=True) if k not in cached}
         if missing:
             try:
-                outputs = POOL.get(fingerprint, lambda: backend).generate(list(missing.values()), self.params)
+                outputs = POOL.get(fingerprint, lambda: backend).generate(list(missing.values()), params)
             except TransientBackendError as exc:
                 raise RetryLater(str(exc)) from exc
             # Another worker may have stored the same generation meanwhile; the first one stays.
             store_generations(
                 fingerprint,
-                self.params,
+                params,
                 [(key, prompt, out) for (key, prompt), out in zip(missing.items(), outputs, strict=True)],
             )
             self.new_calls += len(missing)

@@ -31,6 +31,8 @@ class Run(models.Model):
     # Judge suites: the model that compares answers, how far judging went, and its ratings.
     judge = models.ForeignKey(Entry, null=True, blank=True, on_delete=models.SET_NULL, related_name="judged_runs")
     judge_state = models.CharField(max_length=10, choices=State.choices, blank=True, default="")
+    # Judge runs: the judge's usage and ratings. Other runs: what is computed once after they finish
+    # (the ensemble-size curve, arena.leaderboard.services.run_size_curve).
     results = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)

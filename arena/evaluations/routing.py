@@ -5,6 +5,11 @@ the workers of one shard means each of those workers loads the weights once, not
 With ARENA_GPU_SHARDS=1 (the default) there is one queue, `gpu`, and every GPU worker serves
 every model; with N shards the queues are `gpu.0` … `gpu.<N-1>` and a model's shard is a stable
 hash of its fingerprint. Every process that sends or consumes tasks must agree on N.
+
+Blends whose strategy calls a model (fuser, mixture of agents, pipeline, self-consistency) and
+judging go to the GPU queue of the model they call first, recorded by planning in the run's
+provenance, so they run where that model is loaded; blends that only combine stored answers
+stay on `cpu`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from django.db.models import F
 
 GPU_QUEUE = "gpu"
 GENERATE_TASK = "arena.evaluations.tasks.generate_batch"
+COMBINE_TASK = "arena.evaluations.tasks.combine_blend"
+JUDGE_TASK = "arena.evaluations.tasks.judge_run"
 
 
 def shard_of(fingerprint: str, shards: int) -> int:
@@ -48,11 +55,43 @@ def fingerprint_of_work_item(work_item_id: int) -> str:
     return fingerprint or ""
 
 
+def called_fingerprint_of_blend(run_entry_id: int) -> str:
+    """The fingerprint of the model a blend's combine calls first ('' when it calls none)."""
+    from arena.evaluations.models import RunEntry
+
+    row = RunEntry.objects.filter(pk=run_entry_id).values_list("run__provenance", "entry__name").first()
+    if row is None:
+        return ""
+    provenance, name = row
+    return ((provenance or {}).get("called_models") or {}).get(name, {}).get("fingerprint", "")
+
+
+def judge_fingerprint_of_run(run_id: int) -> str:
+    """The fingerprint of the run's judge as planning recorded it ('' when there is none)."""
+    from arena.evaluations.models import Run
+
+    provenance = Run.objects.filter(pk=run_id).values_list("provenance", flat=True).first()
+    return ((provenance or {}).get("judge") or {}).get("fingerprint", "")
+
+
+def _argument(args, kwargs, name: str):
+    return args[0] if args else kwargs[name]
+
+
 def route_task(name, args, kwargs, options, task=None, **kw):
-    """Celery router (CELERY_TASK_ROUTES): generate_batch to its model's GPU queue, others untouched."""
-    if name != GENERATE_TASK:
+    """Celery router (CELERY_TASK_ROUTES): batches, calling blends and judging to their model's GPU queue.
+
+    Anything else, and a calling blend or judge whose model planning could not check, falls
+    through to the `cpu` queue.
+    """
+    if name == GENERATE_TASK:
+        if settings.ARENA_GPU_SHARDS == 1:
+            return {"queue": GPU_QUEUE}
+        return {"queue": gpu_queue(fingerprint_of_work_item(_argument(args, kwargs, "work_item_id")))}
+    if name == COMBINE_TASK:
+        fingerprint = called_fingerprint_of_blend(_argument(args, kwargs, "run_entry_id"))
+    elif name == JUDGE_TASK:
+        fingerprint = judge_fingerprint_of_run(_argument(args, kwargs, "run_id"))
+    else:
         return None
-    if settings.ARENA_GPU_SHARDS == 1:
-        return {"queue": GPU_QUEUE}
-    work_item_id = args[0] if args else kwargs["work_item_id"]
-    return {"queue": gpu_queue(fingerprint_of_work_item(work_item_id))}
+    return {"queue": gpu_queue(fingerprint)} if fingerprint else None

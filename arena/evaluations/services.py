@@ -7,12 +7,15 @@ constraints, so a redelivered task or a second worker changes nothing.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import math
 import platform
 import subprocess
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,7 +40,17 @@ from ensembles.backends.base import Generation as LibGeneration
 from ensembles.backends.base import digest_json
 from ensembles.errors import EnsembleError
 from ensembles.metrics import EXTRACTORS, get_metric
-from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, Strategy, make_strategy
+from ensembles.strategies import (
+    STRATEGIES,
+    CachedEmbedder,
+    CallCost,
+    MemberAnswer,
+    MiniLMEmbedder,
+    Strategy,
+    make_strategy,
+)
+from ensembles.strategies.vote import vote_key
+from ensembles.suites import Suite as LibSuite
 from ensembles.suites.model import render_choices
 
 log = logging.getLogger(__name__)
@@ -101,12 +114,19 @@ def create_run(
         raise ValidationError({"splits": f"unknown splits {unknown}; the suite has {manifest_splits}"})
     targets = {e.pk: e for e in entries}
     members: dict[int, Entry] = {}
-    for entry in entries:
-        if entry.is_blend:
-            for member in entry.ordered_members():
-                members.setdefault(member.pk, member)
-            if make_strategy(entry.strategy, entry.params).needs_fit and "dev" not in splits:
-                splits.append("dev")  # learned strategies fit on dev; the board still reports test
+    # Every blend of a hybrid's tree is combined in the run, and every model under it generates.
+    blends, walked = [e for e in entries if e.is_blend], set()
+    while blends:
+        entry = blends.pop()
+        if entry.pk in walked:
+            continue
+        walked.add(entry.pk)
+        for member in entry.ordered_members():
+            members.setdefault(member.pk, member)
+            if member.is_blend:
+                blends.append(member)
+        if make_strategy(entry.strategy, entry.params).needs_fit and "dev" not in splits:
+            splits.append("dev")  # learned strategies fit on dev; the board still reports test
     total = SuiteItem.objects.filter(suite=suite, split__in=splits).count()
     if total == 0:
         raise ValidationError({"splits": "the suite has no items in these splits"})
@@ -176,12 +196,53 @@ def plan_run(run_id: int) -> None:
                 ignore_conflicts=True,
             )
         queued.extend(WorkItem.objects.filter(run=run, entry=re.entry, state=State.QUEUED).values_list("pk", flat=True))
+    _record_called_models(run)
     from arena.evaluations.tasks import generate_batch
 
     for pk in queued:
         generate_batch.delay(pk)
     events.publish(run, "planned")
     advance_run(run_id)
+
+
+def _record_called_models(run: Run) -> None:
+    """Write into the run's provenance the model each calling blend, and the judge, calls first.
+
+    Routing reads it to send that blend's combine (or the judging) to the GPU shard of that model
+    (arena/evaluations/routing.py). A model that cannot be checked is left out: its caller then
+    runs on the cpu queue and fails there with the reason.
+    """
+    known = dict(RunEntry.objects.filter(run=run).exclude(fingerprint="").values_list("entry__name", "fingerprint"))
+
+    def fingerprint(name: str) -> str | None:
+        if name not in known:
+            entry = Entry.objects.filter(team_id=run.team_id, name=name).exclude(kind="blend").first()
+            try:
+                backend = backend_for(entry) if entry else None
+                if backend is not None:
+                    backend.check()
+                known[name] = backend.fingerprint() if backend else None
+            except (BackendError, EnsembleError, OSError):
+                known[name] = None
+        return known[name]
+
+    called = {}
+    for re in RunEntry.objects.filter(run=run, entry__kind="blend").select_related("entry"):
+        try:
+            strategy = make_strategy(re.entry.strategy, re.entry.params)
+        except EnsembleError:
+            continue  # its combine reports the bad strategy
+        if not strategy.calls_models:
+            continue
+        first = next(iter(strategy.called_models([m.name for m in re.entry.ordered_members()])), None)
+        if first and fingerprint(first):
+            called[re.entry.name] = {"model": first, "fingerprint": fingerprint(first)}
+    extra: dict = {"called_models": called} if called else {}
+    if run.judge is not None and fingerprint(run.judge.name):
+        extra["judge"] = {"model": run.judge.name, "fingerprint": fingerprint(run.judge.name)}
+    if extra:
+        run.provenance = {**run.provenance, **extra}
+        Run.objects.filter(pk=run.pk).update(provenance=run.provenance)
 
 
 # --- Generation ---------------------------------------------------------------------------
@@ -437,23 +498,36 @@ def advance_run(run_id: int) -> None:
             fail_entry(re, next(iter(errors), "failed"))
     from arena.evaluations.tasks import combine_blend
 
-    for re in run_entries:
-        if not re.entry.is_blend or re.state != State.QUEUED:
-            continue
-        member_states = {}
-        for member_id in re.entry.member_links.values_list("member_id", flat=True):
-            member_states[member_id] = RunEntry.objects.filter(pk=by_entry[member_id].pk).values_list(
-                "state", flat=True
-            )[0]
-        failed = [mid for mid, s in member_states.items() if s == State.FAILED]
-        if failed:
-            names = ", ".join(by_entry[mid].entry.name for mid in failed)
-            fail_entry(re, f"member failed: {names}")
-        elif all(s == State.DONE for s in member_states.values()):
-            if RunEntry.objects.filter(pk=re.pk, state=State.QUEUED).update(
-                state=State.RUNNING, started_at=timezone.now()
-            ):
-                transaction.on_commit(lambda pk=re.pk: combine_blend.delay(pk))
+    waiting = [re for re in run_entries if re.entry.is_blend and re.state == State.QUEUED]
+    # A blend failed here fails the blends above it, which may come earlier in the list: pass again.
+    while waiting:
+        still, failed_any = [], False
+        for re in waiting:
+            member_states = {}
+            for member_id in re.entry.member_links.values_list("member_id", flat=True):
+                member_states[member_id] = RunEntry.objects.filter(pk=by_entry[member_id].pk).values_list(
+                    "state", "error"
+                )[0]
+            failed = [mid for mid, (s, _) in member_states.items() if s == State.FAILED]
+            if failed:
+                # An inner blend's own reason goes along, so the top of a hybrid says what broke.
+                names = ", ".join(
+                    f"{by_entry[mid].entry.name} ({member_states[mid][1]})"
+                    if by_entry[mid].entry.is_blend
+                    else by_entry[mid].entry.name
+                    for mid in failed
+                )
+                fail_entry(re, f"member failed: {names}")
+                failed_any = True
+            elif all(s == State.DONE for s, _ in member_states.values()):
+                if RunEntry.objects.filter(pk=re.pk, state=State.QUEUED).update(
+                    state=State.RUNNING, started_at=timezone.now()
+                ):
+                    transaction.on_commit(lambda pk=re.pk: combine_blend.delay(pk))
+                    events.publish(run, "started", entry=re.entry_id)
+            else:
+                still.append(re)
+        waiting = still if failed_any else []
     if judged and answered and _all_answered(run):
         from arena.evaluations.tasks import judge_run
 
@@ -507,8 +581,158 @@ def build_strategy(blend: Entry) -> Strategy:
     """The blend's strategy; those that embed inputs or compare candidates get the shipped MiniLM encoder."""
     cls = STRATEGIES.get(blend.strategy)
     if "embedder" in inspect.signature(cls.__init__).parameters:
-        return cls(blend.params, embedder=MiniLMEmbedder(settings.MODELS_DIR / "all-MiniLM-L6-v2"))
+        return cls(blend.params, embedder=shipped_encoder())
     return cls(blend.params)
+
+
+def fit_on_dev(strategy: Strategy, suite: LibSuite, dev: list[tuple[list[MemberAnswer], SuiteItem]]) -> None:
+    """Fit a learned strategy on dev items' member answers; never sees a test item."""
+    if not dev:
+        raise EnsembleError(f"{strategy.name} learns from the dev split, and this run has none")
+    extra = {}
+    if "scorer" in inspect.signature(strategy.fit).parameters and suite.manifest.task_type in (
+        "generation",
+        "multiple_choice",
+    ):
+        # Rankers label dev pairs with the suite's own metric (partial credit counts).
+        extra["scorer"] = get_metric(suite.manifest.metric).score
+    strategy.fit(
+        [answers for answers, _ in dev],
+        [suite.reference_answer(library_item(item)) for _, item in dev],
+        dev_inputs=[item.data["input"] for _, item in dev],
+        **extra,
+    )
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A learned blend fitted for live requests, and the run whose dev answers it learned from."""
+
+    strategy: Strategy
+    run_id: int
+    suite: str
+    extraction: str
+
+
+# Fitted blends kept per web process, keyed by (blend, its params, the run fitted on): a new run or a
+# changed blend fits again. Small: fitting is cheap next to the members' generations it serves.
+_FITTED: OrderedDict[tuple, Fitted] = OrderedDict()
+_FITTED_MAX = 32
+
+
+def fitted_for_serving(blend: Entry) -> Fitted:
+    """``blend``'s learned strategy fitted on the dev answers of its latest finished run that has dev items.
+
+    Raises EnsembleError naming what to do when no such run exists.
+    """
+    done = (
+        RunEntry.objects.filter(entry=blend, state=State.DONE, run__state=State.DONE)
+        .select_related("run__suite")
+        .order_by("-run__finished_at", "-run_id")
+    )
+    run = next((re.run for re in done[:50] if "dev" in re.run.splits), None)
+    if run is None:
+        raise EnsembleError(
+            f"{blend.name} uses {blend.strategy}, which learns from a suite's dev split: run it on a suite "
+            "with splits dev and test first, and it is served as fitted there"
+        )
+    key = (blend.pk, json.dumps(blend.params, sort_keys=True), run.pk)
+    if key in _FITTED:
+        _FITTED.move_to_end(key)
+        return _FITTED[key]
+    suite = library_suite(run.suite)
+    members = blend.ordered_members()
+    scores = Score.objects.filter(run=run, entry__in=members, item__split="dev").select_related("generation", "item")
+    grid: dict[int, dict[int, Score]] = defaultdict(dict)
+    for s in scores:
+        grid[s.item_id][s.entry_id] = s
+    dev = [
+        ([member_answer(m, row[m.pk]) for m in members if m.pk in row], next(iter(row.values())).item)
+        for row in grid.values()
+    ]
+    strategy = build_strategy(blend)
+    fit_on_dev(strategy, suite, dev)
+    fitted = Fitted(strategy, run.pk, run.suite.name, suite.manifest.answer_extraction)
+    _FITTED[key] = fitted
+    while len(_FITTED) > _FITTED_MAX:
+        _FITTED.popitem(last=False)
+    return fitted
+
+
+def shipped_encoder() -> CachedEmbedder:
+    """The shipped MiniLM encoder, its vectors cached by content in the cache directory.
+
+    An on-disk cache rather than a table: vectors are cheap to recompute and need no migration;
+    workers on one machine share the file (compose puts the cache directory on the data volume).
+    """
+    encoder = MiniLMEmbedder(settings.MODELS_DIR / "all-MiniLM-L6-v2")
+    return CachedEmbedder(encoder, settings.CACHE_DIR / "embeddings.sqlite3")
+
+
+# Where a blend's decision says how sure it was of each answer: probabilities as they are, or votes
+# and vote weights as shares of the total (a pool that fell back to voting has votes).
+_ANSWER_SHARES = {
+    "logprob_pool": ("probabilities", "votes"),
+    "stacking": ("probabilities",),
+    "majority_vote": ("votes",),
+    "self_consistency": ("votes",),
+    "weighted_vote": ("weights",),
+    "boosting": ("weights",),
+}
+
+
+def member_answer(member: Entry, score: Score) -> MemberAnswer:
+    """A member's stored answer; a blend member's confidence is the share its own decision gave each answer."""
+    if not member.is_blend:
+        return MemberAnswer(
+            member=member.name,
+            answer=score.prediction,
+            text=score.generation.text if score.generation else "",
+            logprob=score.details.get("mean_logprob"),
+            option_logprobs=score.details.get("option_logprobs"),
+            prompt=score.generation.prompt if score.generation else "",
+        )
+    details = score.details
+    key = next((k for k in _ANSWER_SHARES.get(member.strategy, ()) if isinstance(details.get(k), dict)), None)
+    found = details[key] if key else {}
+    total = 1.0 if key == "probabilities" else sum(v for v in found.values() if v > 0)
+    logs = {answer: math.log(v / total) for answer, v in found.items() if v > 0}
+    chosen = vote_key(score.prediction)
+    return MemberAnswer(
+        member=member.name,
+        answer=score.prediction,
+        text=score.prediction,
+        logprob=next((lp for answer, lp in logs.items() if vote_key(answer) == chosen), None),
+        option_logprobs=logs or None,
+    )
+
+
+# Costs through a hybrid's tree: each model generation read at any level counts once (by generation id),
+# and so does each blend's own work (a fuser's calls, an encoder's seconds), however many branches reach it.
+def _consumed(blend: Entry, used: list[Score], inner: set[int], calls: CallCost) -> dict:
+    """What one item's decision read at every level: {"generations": {id: [tokens, compute_s]},
+    "own_calls": {blend id: [calls, tokens, compute_s]}}."""
+    generations: dict[str, list] = {}
+    own: dict[str, list] = {}
+    for s in used:
+        below = s.details.get("consumed") if s.entry_id in inner else None
+        if below:
+            generations.update(below["generations"])
+            own.update(below["own_calls"])
+        elif s.entry_id in inner:
+            # Combined before it fed a blend, so it kept no account: counted whole, once.
+            own[str(s.entry_id)] = [s.member_calls, s.tokens, s.compute_s]
+        else:
+            generations[str(s.generation_id or f"score-{s.pk}")] = [s.tokens, s.compute_s]
+    if calls.calls or calls.tokens or calls.compute_s:
+        own[str(blend.pk)] = [calls.calls, calls.tokens, calls.compute_s]
+    return {"generations": generations, "own_calls": own}
+
+
+def _consumed_totals(consumed: dict) -> tuple[int, int, float]:
+    """(member calls, tokens, compute seconds) of what ``_consumed`` recorded."""
+    parts = [[1, *cost] for cost in consumed["generations"].values()] + list(consumed["own_calls"].values())
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), float(sum(p[2] for p in parts))
 
 
 def _combine(run: Run, blend: Entry) -> None:
@@ -529,17 +753,7 @@ def _combine(run: Run, blend: Entry) -> None:
 
     def answers(item_id: int) -> list[MemberAnswer]:
         row = grid[item_id]
-        return [
-            MemberAnswer(
-                member=m.name,
-                answer=row[m.pk].prediction,
-                text=row[m.pk].generation.text if row[m.pk].generation else "",
-                logprob=row[m.pk].details.get("mean_logprob"),
-                option_logprobs=row[m.pk].details.get("option_logprobs"),
-            )
-            for m in members
-            if m.pk in row
-        ]
+        return [member_answer(m, row[m.pk]) for m in members if m.pk in row]
 
     def question(item: SuiteItem) -> str:
         # A model asked to fuse or refine answers must see the options they refer to.
@@ -548,23 +762,15 @@ def _combine(run: Run, blend: Entry) -> None:
         return item.data["input"]
 
     if strategy.needs_fit:
-        dev = [i for i, it in items.items() if it.split == "dev"]
-        if not dev:
-            raise EnsembleError(f"{blend.strategy} learns from the dev split, and this run has none")
-        extra = {}
-        if "scorer" in inspect.signature(strategy.fit).parameters and suite.manifest.task_type in (
-            "generation",
-            "multiple_choice",
-        ):
-            # Rankers label dev pairs with the suite's own metric (partial credit counts).
-            extra["scorer"] = get_metric(suite.manifest.metric).score
-        strategy.fit(
-            [answers(i) for i in dev],
-            [suite.reference_answer(library_item(items[i])) for i in dev],
-            dev_inputs=[items[i].data["input"] for i in dev],
-            **extra,
-        )
+        fit_on_dev(strategy, suite, [(answers(i), it) for i, it in items.items() if it.split == "dev"])
     by_name = {m.name: m.pk for m in members}
+    inner = {m.pk for m in members if m.is_blend}
+    # A blend read by another blend keeps what it consumed, so costs add up through a hybrid's tree.
+    keep_consumed = bool(inner) or blend.blend_links.exists()
+    if caller is not None:
+        # Calls combine() makes item by item, asked for at once so they batch. Self-consistency's samples come
+        # this way, not as planned member batches: they are the blend's cost and failure, not the member's.
+        strategy.prefetch([answers(i) for i in grid], [question(items[i]) for i in grid], caller=caller)
     out = []
     for item_id, row in grid.items():
         decision = strategy.combine(answers(item_id), item_input=question(items[item_id]), caller=caller)
@@ -574,6 +780,14 @@ def _combine(run: Run, blend: Entry) -> None:
             if decision.consulted is None
             else [row[by_name[n]] for n in decision.consulted if by_name.get(n) in row]
         )
+        details, member_calls = decision.details, decision.member_calls
+        tokens = sum(s.tokens for s in used) + decision.calls.tokens
+        compute_s = sum(s.compute_s for s in used) + decision.calls.compute_s
+        if keep_consumed:
+            consumed = _consumed(blend, used, inner, decision.calls)
+            details = {**details, "consumed": consumed}
+            if inner:
+                member_calls, tokens, compute_s = _consumed_totals(consumed)
         out.append(
             Score(
                 run=run,
@@ -581,10 +795,10 @@ def _combine(run: Run, blend: Entry) -> None:
                 item=items[item_id],
                 prediction=prediction,
                 value=value,
-                details=decision.details,
-                member_calls=decision.member_calls,
-                tokens=sum(s.tokens for s in used) + decision.calls.tokens,
-                compute_s=sum(s.compute_s for s in used) + decision.calls.compute_s,
+                details=details,
+                member_calls=member_calls,
+                tokens=tokens,
+                compute_s=compute_s,
                 # Members run side by side, so the blend waits for the slowest it consulted, then
                 # for its own calls (a fuser, a pipeline's steps), which come after.
                 latency_s=max((s.latency_s for s in used), default=0.0) + decision.calls.latency_s,

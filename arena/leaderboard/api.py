@@ -20,10 +20,12 @@ from arena.benchmarks.services import UPLOAD_FORMATS, UploadedText, import_suite
 from arena.core.middleware import unstorable_reason
 from arena.evaluations import services as evaluations
 from arena.evaluations.models import Run
-from arena.leaderboard import services
+from arena.leaderboard import services, snapshots
 from arena.registry import services as registry
+from arena.registry.api import router as merges_router
 from arena.registry.models import Entry
 from arena.schedules.api import router as schedules_router
+from arena.search.api import router as search_router
 from arena.teams.models import ROLE_RANK, ApiToken, Role
 from arena.teams.services import authenticate_token
 from ensembles.errors import EnsembleError, SuiteError
@@ -38,6 +40,10 @@ class TokenAuth(HttpBearer):
 api = NinjaAPI(title="Ensemble Arena", version="1", auth=TokenAuth(), urls_namespace="api")
 # Schedules, regression notifications and the queue: arena/schedules/api.py.
 api.add_router("/", schedules_router)
+# Merge entries' materialization: arena/registry/api.py.
+api.add_router("/", merges_router)
+# Blend searches over a finished run: arena/search/api.py.
+api.add_router("/", search_router)
 
 
 @api.exception_handler(ValidationError)
@@ -90,7 +96,8 @@ class BlendIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
     strategy: str = Field(..., min_length=1, max_length=60)
     params: dict[str, Any] = {}
-    members: list[str] = Field(..., min_length=2, max_length=16)
+    # How many a strategy takes is checked by register_blend (self-consistency samples one member).
+    members: list[str] = Field(..., min_length=1, max_length=16)
     description: str = Field("", max_length=2000)
 
 
@@ -313,9 +320,10 @@ def get_run(request, run_id: int):
     run = Run.objects.select_related("suite", "team").filter(team=request.auth.team, pk=run_id).first()
     if run is None:
         raise Http404
-    return services.run_snapshot(run)
+    # Whether adding members pays: null until the run is done, and where scores are not right/wrong.
+    return {**snapshots.run_snapshot(run), "size_curve": services.run_size_curve(run)}
 
 
 @api.get("/leaderboard/{suite}", response=dict[str, Any])
 def get_leaderboard(request, suite: str):
-    return services.board(request.auth.team, suite)
+    return snapshots.board(request.auth.team, suite)

@@ -11,6 +11,8 @@ from collections import defaultdict
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ensembles.stats import pareto_frontier
+
 # What "cost" means on the cost-quality chart: row key, axis title. Per item, so suites of
 # different sizes and runs on fewer items sit on the same scale.
 COSTS = {
@@ -30,17 +32,6 @@ LAYOUT = {
 def _figure(fig: go.Figure) -> dict:
     fig.update_layout(**LAYOUT)
     return fig.to_plotly_json()
-
-
-def pareto_frontier(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower cost, higher score), cheapest first."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    frontier, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            frontier.append(i)
-            best = points[i][1]
-    return frontier
 
 
 def cost_quality(rows: list[dict]) -> dict | None:
@@ -240,6 +231,62 @@ def selection_gain(curve: dict) -> dict:
     fig.update_yaxes(title_text="bits about the answer (dev)", secondary_y=False)
     # Scores on the scale they are read on (0 to 1 for most metrics), not zoomed into a flat line.
     fig.update_yaxes(title_text="score", range=[0, max(1.0, *curve["score"])], secondary_y=True)
+    return _figure(fig)
+
+
+def size_gain(curve: dict | None) -> dict | None:
+    """Majority vote of the best n members as n grows: measured per split, the copula model's
+    prediction (dashed) and the level it says the vote converges to (dotted)."""
+    if not curve:
+        return None
+    sizes = curve["sizes"]
+    fit = curve["fit_split"]
+    fig = go.Figure()
+    for split, accuracy in curve["measured"].items():
+        fig.add_trace(
+            go.Scatter(
+                name=f"measured, {split} ({curve['items'][split]} items)",
+                x=sizes,
+                y=accuracy,
+                mode="lines+markers",
+                # Paler where the model was fitted: the other split is the out-of-sample check.
+                line={"color": "#9aa9e6" if split == fit and len(curve["measured"]) > 1 else SINGLE},
+                hovertemplate=f"best %{{x}}, {split}: %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            name=f"model's prediction (Gaussian copula fitted on {fit})",
+            x=sizes,
+            y=curve["predicted"],
+            mode="lines",
+            line={"color": BLEND, "dash": "dash"},
+            hovertemplate="best %{x}, model: %{y:.3f}<extra></extra>",
+        )
+    )
+    if curve["asymptote"] is not None:
+        limit = curve["asymptote"]
+        fig.add_trace(
+            go.Scatter(
+                name=f"model's limit with ever more members: {limit:.0%}",
+                x=[sizes[0], sizes[-1]],
+                y=[limit, limit],
+                mode="lines",
+                line={"color": FRONTIER, "dash": "dot"},
+                hovertemplate=f"n → ∞: {limit:.3f}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": "Does adding members pay?", "x": 0},
+        xaxis={
+            "title": {"text": f"members in the vote, best on {fit} first"},
+            "tickvals": sizes,
+            "ticktext": [f"{k}: {m}" for k, m in zip(sizes, curve["members"], strict=True)],
+        },
+        yaxis={"title": {"text": "accuracy of the majority vote"}, "range": [0, 1]},
+        height=360,
+        legend={"orientation": "h", "y": -0.25},
+    )
     return _figure(fig)
 
 

@@ -16,7 +16,7 @@ from arena.evaluations.models import Run, RunEntry, Score, State
 from arena.registry.models import BlendMember, Entry, Kind
 from arena.schedules.models import Regression
 from arena.teams.models import Team
-from ensembles import stats
+from ensembles import copula, stats
 from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES, MemberAnswer
 from ensembles.strategies.vote import MajorityVote, vote_key
@@ -135,12 +135,22 @@ def board(team: Team, suite_name: str, version: str | None = None) -> dict:
 
 
 def run_snapshot(run: Run) -> dict:
+    return {**run_fields(run), **run_results(run)}
+
+
+def run_results(run: Run) -> dict:
+    """What the run's entries stored: the part of its snapshot worth caching (arena/leaderboard/snapshots.py)."""
     rows = [row for _, row in _rows(RunEntry.objects.filter(run=run))]
     rows.sort(key=lambda r: (r["is_blend"], r["entry"]))
     found = regressions.for_run(run)
     regressed = {r["entry_id"] for r in found if r["regressed"]}
     for row in rows:
         row["regressed"] = row["entry_id"] in regressed
+    return {"entries": rows, "regressions": found}
+
+
+def run_fields(run: Run) -> dict:
+    """The run's own row, as read: no query beyond its team, suite and judge."""
     elapsed = None
     if run.started_at:
         end = run.finished_at or timezone.now()
@@ -158,9 +168,7 @@ def run_snapshot(run: Run) -> dict:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "elapsed_s": elapsed,
         "provenance": run.provenance,
-        "entries": rows,
         "judge": {"entry": run.judge.name, "state": run.judge_state, **run.results} if run.judge_id else None,
-        "regressions": found,
     }
 
 
@@ -427,6 +435,170 @@ def selection_curves(run: Run) -> list[dict]:
             }
         )
     return curves
+
+
+# --- Does adding members pay? --------------------------------------------------------------
+
+# Where a finished run keeps its ensemble-size curve in Run.results once computed.
+SIZE_CURVE = "size_curve"
+
+
+def run_size_curve(run: Run) -> dict | None:
+    """Majority vote over the best n single models (n = 1..N) measured on each split of the run, next to
+    what the Gaussian-copula model of their correlated errors predicts (ensembles.copula) and the level
+    it converges to as members are added.
+
+    Members are ranked, and the model fitted, on dev (on the report split when the run has no dev
+    items). Only where every score is 0 or 1 (the rule the McNemar test uses); None otherwise, for
+    judge runs, or with fewer than two single models. Computed once per finished run and kept in
+    ``run.results``, so a later view costs no query.
+    """
+    if run.state != State.DONE or run.judge_id or run.suite.task_type == "judge":
+        return None
+    if SIZE_CURVE in run.results:
+        return run.results[SIZE_CURVE]
+    curve = _size_curve(run)
+    results = {**run.results, SIZE_CURVE: curve}
+    Run.objects.filter(pk=run.pk, state=State.DONE).update(results=results)
+    run.results = results
+    return curve
+
+
+def _size_curve(run: Run) -> dict | None:
+    names = dict(
+        RunEntry.objects.filter(run=run, state=State.DONE)
+        .exclude(entry__kind=Kind.BLEND)
+        .values_list("entry_id", "entry__name")
+    )
+    if len(names) < 2:
+        return None
+    grid: dict[str, dict[int, dict[int, tuple[str, float]]]] = defaultdict(lambda: defaultdict(dict))
+    for split, item_id, entry_id, prediction, value in Score.objects.filter(run=run, entry_id__in=names).values_list(
+        "item__split", "item_id", "entry_id", "prediction", "value"
+    ):
+        grid[split][item_id][entry_id] = (prediction, value)
+    if any(v not in (0.0, 1.0) for rows in grid.values() for row in rows.values() for _, v in row.values()):
+        return None
+
+    def complete(split: str) -> list[int]:
+        return [i for i, row in grid[split].items() if len(row) == len(names)]
+
+    fit_split = "dev" if complete("dev") else run.report_split
+    fit_items = complete(fit_split)
+    if not fit_items:
+        return None
+    accuracy = {e: float(np.mean([grid[fit_split][i][e][1] for i in fit_items])) for e in names}
+    order = sorted(names, key=lambda e: (-accuracy[e], names[e]))
+    fit = copula.fit_copula([[grid[fit_split][i][e][1] for i in fit_items] for e in order])
+    predicted = copula.predicted_vote_accuracy(fit.accuracy, fit.correlation, seed=run.pk)
+    measured, items = {}, {}
+    for split in sorted(run.splits, key=lambda s: s != fit_split):
+        if rows := complete(split):
+            answers = [[grid[split][i][e][0] for i in rows] for e in order]
+            values = [[grid[split][i][e][1] for i in rows] for e in order]
+            measured[split] = [round(x, 4) for x in copula.vote_curve(answers, values)]
+            items[split] = len(rows)
+    asymptote = copula.vote_asymptote(fit.mean_accuracy, fit.mean_correlation)
+    curve = {
+        "members": [names[e] for e in order],
+        "sizes": list(range(1, len(order) + 1)),
+        "fit_split": fit_split,
+        "accuracy": [round(float(p), 4) for p in fit.accuracy],
+        "mean_accuracy": round(fit.mean_accuracy, 4),
+        "mean_correlation": None if np.isnan(fit.mean_correlation) else round(fit.mean_correlation, 3),
+        "correlation": [[round(float(x), 3) for x in row] for row in fit.correlation],
+        "predicted": [round(float(x), 4) for x in predicted],
+        "asymptote": None if np.isnan(asymptote) else round(asymptote, 4),
+        "measured": measured,
+        "items": items,
+    }
+    report = run.report_split if run.report_split in measured else fit_split
+    curve["reading"] = _size_reading(curve, report)
+    return curve
+
+
+def _size_reading(curve: dict, split: str) -> str:
+    """One sentence: where the model says the vote goes, and where the measured vote peaks."""
+    p, rho, limit = curve["mean_accuracy"], curve["mean_correlation"], curve["asymptote"]
+    if limit is None:
+        model = f"Every member is always right or always wrong on {curve['fit_split']}: the model has nothing to fit"
+    elif rho <= 0:
+        model = (
+            f"The model predicts majority vote of these members keeps gaining toward {limit:.0%} as members are "
+            f"added, as Condorcet says: their errors do not correlate (ρ̄={rho:.2f})"
+        )
+    elif p > 0.5:
+        model = (
+            f"The model predicts majority vote of these members levels off at {limit:.0%}: "
+            f"the members' errors correlate at ρ̄={rho:.2f}"
+        )
+    elif p < 0.5:
+        model = (
+            f"The model predicts majority vote of these members sinks toward {limit:.0%}: they are right on fewer "
+            f"than half the {curve['fit_split']} items on average (p̄={p:.2f}) and their errors correlate at ρ̄={rho:.2f}"
+        )
+    else:
+        model = f"The model predicts majority vote of these members stays at 50% (p̄=0.50, ρ̄={rho:.2f})"
+    measured = curve["measured"][split]
+    best = int(np.argmax(measured))  # the smallest vote that reaches the best score
+    if best == 0:
+        found = f"measured on {split}, no vote beats the best member alone ({measured[0]:.0%})"
+    else:
+        found = f"measured on {split}, the best {best + 1} of {len(measured)} score highest ({measured[best]:.0%})"
+    return f"{model}; {found}."
+
+
+# --- What learned blends fitted on dev: boosting rounds, calibration -----------------------
+
+# Strategies with a ``calibrate`` parameter; each records its members' temperatures in every decision.
+CALIBRATED = ("weighted_vote", "cascade", "stacking")
+
+
+def _fitted_details(run: Run, strategies: tuple[str, ...], key: str, **params) -> list[tuple[Entry, dict]]:
+    """Finished blends of ``run`` with one of ``strategies`` (and ``params``), each with the details of a
+    decision that recorded ``key``: what the blend fitted on dev is the same in all of its decisions."""
+    blends = RunEntry.objects.filter(run=run, state=State.DONE, entry__strategy__in=strategies)
+    for name, value in params.items():
+        blends = blends.filter(**{f"entry__params__{name}": value})
+    found = []
+    for re in blends.select_related("entry"):
+        details = (
+            Score.objects.filter(run=run, entry=re.entry, details__has_key=key)
+            .values_list("details", flat=True)
+            .first()
+        )
+        if details:
+            found.append((re.entry, details))
+    return found
+
+
+def boosting_rounds(run: Run) -> list[dict]:
+    """For each finished boosting blend of ``run``: its rounds on dev (member, weighted error, alpha) and
+    each member's summed alpha, the weight its answers carry in the vote."""
+    return [
+        {
+            "entry": blend.name,
+            "entry_id": blend.pk,
+            "classes": details.get("classes"),
+            "rounds": [{"round": i, **r} for i, r in enumerate(details["rounds"], start=1)],
+            "members": [{"member": m, "alpha": a} for m, a in (details.get("member_weights") or {}).items()],
+        }
+        for blend, details in _fitted_details(run, ("boosting",), "rounds")
+    ]
+
+
+def calibration_tables(run: Run) -> list[dict]:
+    """For each finished blend of ``run`` that calibrates its members: each member's temperature fitted on
+    dev, and its expected calibration error there before and after scaling."""
+    return [
+        {
+            "entry": blend.name,
+            "entry_id": blend.pk,
+            "strategy": blend.strategy,
+            "members": [{"member": m, **c} for m, c in details["calibration"].items()],
+        }
+        for blend, details in _fitted_details(run, CALIBRATED, "calibration", calibrate=True)
+    ]
 
 
 # --- Two entries, item by item -------------------------------------------------------------

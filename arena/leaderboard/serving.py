@@ -13,14 +13,15 @@ import secrets
 import time
 from typing import Any
 
+from django.db.models import Q
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arena.evaluations.models import Generation
-from arena.evaluations.services import POOL, generation_key
-from arena.registry.models import Entry, Kind
+from arena.evaluations.services import POOL, fitted_for_serving, generation_key
+from arena.registry.models import Entry, Kind, MergeState
 from arena.registry.services import backend_for
 from arena.teams.models import ApiToken
 from arena.teams.services import authenticate_token
@@ -70,7 +71,10 @@ def models(request):
         return _error(401, "a team API token is required as the bearer key", "authentication_error")
     data = [
         {"id": e.name, "object": "model", "created": int(e.created_at.timestamp()), "owned_by": token.team.slug}
-        for e in Entry.objects.filter(team=token.team).exclude(kind=Kind.MERGE)
+        # A merge is a model once its weights are built; before that it has nothing to serve.
+        for e in Entry.objects.filter(team=token.team).exclude(
+            Q(kind=Kind.MERGE) & ~Q(materialization__state=MergeState.DONE)
+        )
     ]
     return JsonResponse({"object": "list", "data": data})
 
@@ -115,21 +119,37 @@ def _generate(entry: Entry, prompt: str, params: DecodingParams) -> tuple[LibGen
     return out, False
 
 
-def _serve_blend(blend: Entry, prompt: str, params: DecodingParams) -> tuple[str, dict[str, Any], LibGeneration]:
+def _serve_blend(
+    blend: Entry, prompt: str, params: DecodingParams, outputs: dict[int, LibGeneration] | None = None
+) -> tuple[str, dict[str, Any], LibGeneration]:
+    """A blend's reply; a member that is a blend is served first the same way (registration bounds the depth).
+
+    ``outputs`` holds each model's output for this request, so a model reached by two branches of a
+    hybrid generates, and counts in the usage, once.
+    """
     cls = STRATEGIES.get(blend.strategy)
     strategy = cls(blend.params)
+    fitted = None
     if strategy.needs_fit:
-        raise EnsembleError(
-            f"{blend.strategy} learns from a suite's dev split; serve it after the arena stores fitted blends"
+        # A learned blend answers as fitted on the dev split of its latest finished run, and reads
+        # members' answers the way that suite does.
+        fitted = fitted_for_serving(blend)
+        strategy = fitted.strategy
+    outputs = {} if outputs is None else outputs
+    # Otherwise free text has no task-specific extraction here: members vote on their first lines.
+    first_line = EXTRACTORS.get(fitted.extraction if fitted else "first_line")
+    answers, served = [], {}
+    for member in blend.ordered_members():
+        if member.is_blend:
+            text, served[member.name], _ = _serve_blend(member, prompt, params, outputs)
+            answers.append(MemberAnswer(member=member.name, answer=first_line(text), text=text))
+            continue
+        if member.pk not in outputs:
+            outputs[member.pk] = _generate(member, prompt, params)[0]
+        out = outputs[member.pk]
+        answers.append(
+            MemberAnswer(member=member.name, answer=first_line(out.text), text=out.text, logprob=out.mean_logprob)
         )
-    members = blend.ordered_members()
-    outputs = {m.name: _generate(m, prompt, params)[0] for m in members}
-    # Free text has no task-specific extraction here: members vote on their first lines.
-    first_line = EXTRACTORS.get("first_line")
-    answers = [
-        MemberAnswer(member=name, answer=first_line(out.text), text=out.text, logprob=out.mean_logprob)
-        for name, out in outputs.items()
-    ]
     if strategy.calls_models:
         # The fuser, aggregator or pipeline steps are the team's models, called through the generation cache.
         from arena.evaluations.calls import ArenaCaller
@@ -145,7 +165,12 @@ def _serve_blend(blend: Entry, prompt: str, params: DecodingParams) -> tuple[str
         prompt_tokens=sum(o.prompt_tokens for o in outputs.values()),
         completion_tokens=sum(o.completion_tokens for o in outputs.values()),
     )
-    return text, {"strategy": blend.strategy, "members": list(outputs), **decision.details}, usage
+    how = {"strategy": blend.strategy, "members": [a.member for a in answers], **decision.details}
+    if fitted:
+        how["fitted_on"] = {"run": fitted.run_id, "suite": fitted.suite, "split": "dev"}
+    if served:
+        how["inner"] = served  # how each inner blend decided
+    return text, how, usage
 
 
 @csrf_exempt  # bearer-token API: no cookies, so no CSRF to forge

@@ -18,7 +18,9 @@ from arena.benchmarks.models import Suite, SuiteItem
 from arena.benchmarks.services import import_suite, library_item, library_suite
 from arena.evaluations import services as evaluations
 from arena.evaluations.models import Run, RunEntry, Score
-from arena.leaderboard import charts, services, tables
+from arena.leaderboard import charts, services, snapshots, tables
+from arena.leaderboard.snapshots import GROUP_KINDS
+from arena.leaderboard.snapshots import of_kind as _of_kind
 from arena.registry import services as registry
 from arena.registry.models import Entry, Kind
 from arena.teams.access import get_owned, membership_for, team_for
@@ -172,10 +174,11 @@ def add_builtin_suite(request, team: str):
 def run_detail(request, team: str, run_id: int):
     t = team_for(request.user, team)
     run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
-    snapshot = services.run_snapshot(run)
+    snapshot = snapshots.run_snapshot(run)
     if request.GET.get("format") == "json":
         if run.state == "done":
             snapshot["diversity"] = services.run_diversity(run)
+            snapshot["size_curve"] = services.run_size_curve(run)
         return JsonResponse(snapshot)
     diversity = services.run_diversity(run) if run.state == "done" else None
     if diversity:
@@ -186,6 +189,7 @@ def run_detail(request, team: str, run_id: int):
             )
         ]
     done = run.state == "done"
+    size_curve = services.run_size_curve(run)
     return render(
         request,
         "leaderboard/run.html",
@@ -199,6 +203,10 @@ def run_detail(request, team: str, run_id: int):
                 {"id": f"selection-{c['entry_id']}", "figure": charts.selection_gain(c)}
                 for c in (services.selection_curves(run) if done else [])
             ],
+            "boosting_rounds": services.boosting_rounds(run) if done else [],
+            "calibration_tables": services.calibration_tables(run) if done else [],
+            "size_curve": size_curve,
+            "size_chart": charts.size_gain(size_curve),
         },
     )
 
@@ -271,8 +279,6 @@ BOARD_COLUMNS = [
     ("Evaluated", "evaluated", "-"),
 ]
 BOARD_FORMATS = ("html", "json", "csv", "chart")
-# Kind filters beyond an entry's own label: every single model, every blend.
-GROUP_KINDS = {"single": False, "blend": True}
 # A heat map taller than this stops being readable; the table below it has every entry.
 HEATMAP_ROWS = 60
 
@@ -287,12 +293,6 @@ def _bad_request(request, team, message: str) -> HttpResponse:
     if request.GET.get("format") in ("json", "csv", "chart"):
         return JsonResponse({"error": message}, status=400)
     return render(request, "leaderboard/bad_request.html", {"team": team, "message": message}, status=400)
-
-
-def _of_kind(rows: list[dict], kind: str) -> list[dict]:
-    if kind in GROUP_KINDS:
-        return [r for r in rows if r["is_blend"] == GROUP_KINDS[kind]]
-    return [r for r in rows if r["kind"] == kind] if kind else rows
 
 
 def _csv(filename: str, header: list[str], rows) -> HttpResponse:
@@ -314,11 +314,7 @@ def leaderboard(request, team: str, suite: str):
         return _bad_request(request, t, f"sort: unknown column {sort!r}; choose from {', '.join(services.SORTS)}")
     if fmt not in BOARD_FORMATS:
         return _bad_request(request, t, f"format: unknown format {fmt!r}; choose from {', '.join(BOARD_FORMATS[1:])}")
-    data = services.board(t, suite, version=version or None)
-    kinds = sorted({r["kind"] for r in data["rows"]})
-    data["rows"] = _of_kind(data["rows"], kind)
-    data["rows"] = services.sort_rows(data["rows"], sort)
-    data["filters"] = {"kind": kind, "version": version, "sort": sort}
+    data, kinds = snapshots.shown_board(t, suite, kind=kind, version=version, sort=sort)
     if fmt == "json":
         return JsonResponse(data)
     if fmt == "chart":
@@ -434,6 +430,7 @@ def entry_detail(request, team: str, entry_id: int):
             "team": t,
             "entry": entry,
             "members": entry.ordered_members(),
+            "used_by": list(entry.blends.order_by("name")),
             "history": [{"re": h, "check": verdicts.get(h.run_id)} for h in history],
             "config_json": json.dumps(entry.config, indent=2),
             "params_json": json.dumps(entry.params, indent=2),

@@ -71,3 +71,29 @@ class BlendMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member} in {self.blend}"
+
+
+class MergeState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Materialization(models.Model):
+    """A merge entry's weights: built on the gpu queue into a directory, then run as an hf model."""
+
+    entry = models.OneToOneField(Entry, on_delete=models.CASCADE, related_name="materialization")
+    state = models.CharField(max_length=10, choices=MergeState.choices, default=MergeState.QUEUED)
+    reason = models.TextField(blank=True, help_text="why it failed")
+    # Each (re)start counts one up; a task carries the attempt it was sent for, so a stale
+    # delivery of an earlier attempt changes nothing.
+    attempt = models.PositiveIntegerField(default=1)
+    path = models.CharField(max_length=500, blank=True, help_text="the merged safetensors directory, once done")
+    provenance = models.JSONField(default=dict, blank=True, help_text="member fingerprints, mergekit version")
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.entry} ({self.state})"

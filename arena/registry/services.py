@@ -19,10 +19,14 @@ from ensembles.merging import MergeRecipe
 from ensembles.strategies import Strategy, make_strategy
 
 MAX_BLEND_MEMBERS = 16
+# Levels of blends: a blend of models is 1 deep, a blend with it as a member 2.
+MAX_BLEND_DEPTH = 4
 
 
 def backend_options() -> BackendOptions:
-    return BackendOptions(model_roots=tuple(settings.ARENA_MODEL_ROOTS), cache_dir=settings.CACHE_DIR / "models")
+    # Models the arena made itself (merges, fine-tunes) are read from where it wrote them.
+    roots = (*settings.ARENA_MODEL_ROOTS, settings.ARENA_BUILT_MODELS_DIR)
+    return BackendOptions(model_roots=tuple(roots), cache_dir=settings.CACHE_DIR / "models")
 
 
 def _pydantic_message(exc: PydanticError) -> str:
@@ -55,7 +59,7 @@ def register_model(
     config = _model_config(team, kind, config, api_key)
     try:
         with transaction.atomic():
-            return Entry.objects.create(
+            entry = Entry.objects.create(
                 team=team,
                 name=name,
                 kind=kind,
@@ -64,6 +68,11 @@ def register_model(
                 secret=secrets.encrypt(api_key) if kind == Kind.OPENAI else "",
                 created_by=user,
             )
+            if kind == Kind.MERGE:
+                from arena.registry.merges import start
+
+                start(entry)  # materialized on a gpu queue once this commits
+            return entry
     except IntegrityError:
         raise ValidationError({"name": f"{team.name} already has an entry named {name!r}"}) from None
 
@@ -126,12 +135,17 @@ def put_model(
         if busy:
             runs = ", ".join(str(pk) for pk in busy)
             raise ValidationError({"name": f"{name!r} is in unfinished run {runs}; change it once that has finished"})
+        rebuild = kind == Kind.MERGE and config != entry.config
         entry.config = config
         if description is not None:
             entry.description = description
         if api_key:
             entry.secret = secrets.encrypt(api_key)
         entry.save(update_fields=["config", "description", "secret"])
+        if rebuild:
+            from arena.registry.merges import start
+
+            start(entry)  # a changed recipe is built again, into a directory of its own
     return entry, False
 
 
@@ -168,6 +182,9 @@ def _validate_recipe(team: Team, config: dict[str, Any]) -> dict[str, Any]:
     not_local = [n for n in names if found[n].kind not in (Kind.HF, Kind.GGUF, Kind.MERGE)]
     if not_local:
         raise ValidationError({"config": f"only local weights can be merged, not {', '.join(not_local)}"})
+    from arena.registry.merges import check_recipe_members
+
+    check_recipe_members(recipe, found)
     return recipe.model_dump(mode="json", exclude_none=True)
 
 
@@ -189,8 +206,11 @@ def register_blend(
         raise ValidationError({"strategy" if isinstance(exc, KeyError) else "params": str(exc)}) from None
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise ValidationError({"members": "members must be a list of entry names"})
-    if len(members) < 2:
-        raise ValidationError({"members": "a blend needs at least 2 members"})
+    least, most = combiner.min_members, combiner.max_members
+    if len(members) < least:
+        raise ValidationError({"members": f"a blend needs at least {least} member{'s' if least > 1 else ''}"})
+    if most is not None and len(members) > most:
+        raise ValidationError({"members": f"{strategy} takes at most {most} member{'s' if most > 1 else ''}"})
     if len(members) > MAX_BLEND_MEMBERS:
         raise ValidationError({"members": f"a blend has at most {MAX_BLEND_MEMBERS} members"})
     if len(set(members)) != len(members):
@@ -200,8 +220,15 @@ def register_blend(
     if missing:
         raise ValidationError({"members": f"unknown entries: {', '.join(missing)}"})
     nested = [m for m in members if found[m].is_blend]
-    if nested:
-        raise ValidationError({"members": f"blends cannot be members yet: {', '.join(nested)}"})
+    if nested and combiner.asks_members_again():
+        raise ValidationError(
+            {
+                "params": f"{strategy} asks its members for new answers, and {', '.join(nested)} "
+                f"{'is a blend' if len(nested) == 1 else 'are blends'}; name model entries as proposers, "
+                "or use layers: 1"
+            }
+        )
+    check_blend_members(team, None, [found[m] for m in members], name=name)
     _check_called_models(team, combiner, members)
     with transaction.atomic():
         blend = Entry.objects.create(
@@ -217,6 +244,72 @@ def register_blend(
             BlendMember(blend=blend, member=found[m], position=i) for i, m in enumerate(members)
         )
     return blend
+
+
+def check_blend_members(team: Team, blend: Entry | None, members: list[Entry], *, name: str = "") -> None:
+    """Refuse members that are not the team's, or would nest blends in a cycle or too deep.
+
+    Every path that sets a blend's members (registration, the admin) goes through here.
+    ``blend`` is None for a blend not built yet, which ``name`` then names.
+    """
+    if blend is not None and not blend.is_blend:
+        raise ValidationError({"members": f"{blend.name!r} is a {blend.kind} entry; only blends have members"})
+    foreign = [m.name for m in members if m.team_id != team.id]
+    if foreign:
+        raise ValidationError({"members": f"not entries of {team.name}: {', '.join(foreign)}"})
+    # The team's blend graph with this blend's members as proposed; a new blend is node 0 (pks start at 1).
+    root = blend.pk if blend is not None and blend.pk else 0
+    names = dict(Entry.objects.filter(team=team).values_list("pk", "name"))
+    names[root] = blend.name if blend is not None else name
+    names.update({m.pk: m.name for m in members})
+    links: dict[int, list[int]] = {}
+    for blend_id, member_id in (
+        BlendMember.objects.filter(blend__team=team)
+        .order_by("blend_id", "position")
+        .values_list("blend_id", "member_id")
+    ):
+        links.setdefault(blend_id, []).append(member_id)
+    links[root] = [m.pk for m in members]
+    cycle = _path_back(root, links)
+    if cycle:
+        raise ValidationError({"members": f"cycle: {' -> '.join(names[pk] for pk in cycle)}"})
+    parents: dict[int, list[int]] = {}
+    for parent, children in links.items():
+        for child in children:
+            parents.setdefault(child, []).append(parent)
+    blends = set(links)
+    above, below = _longest(root, parents, blends, {}), _longest(root, links, blends, {})
+    chain = [*reversed(above[1:]), *below]
+    if len(chain) > MAX_BLEND_DEPTH:
+        raise ValidationError(
+            {
+                "members": f"blends nest at most {MAX_BLEND_DEPTH} deep, and {' -> '.join(names[pk] for pk in chain)} "
+                f"would be {len(chain)}"
+            }
+        )
+
+
+def _path_back(root: int, links: dict[int, list[int]]) -> list[int] | None:
+    """A path of member links from ``root`` back to itself, or None."""
+    stack, seen = [(root, [root])], {root}
+    while stack:
+        node, path = stack.pop()
+        for child in links.get(node, []):
+            if child == root:
+                return [*path, root]
+            if child not in seen:
+                seen.add(child)
+                stack.append((child, [*path, child]))
+    return None
+
+
+def _longest(node: int, links: dict[int, list[int]], blends: set[int], memo: dict[int, list[int]]) -> list[int]:
+    """The longest chain of blends from ``node`` along ``links`` (to members, or to the blends using one)."""
+    if node not in memo:
+        memo[node] = [node]  # placeholder: ends the walk should stored links ever hold a cycle
+        below = [_longest(child, links, blends, memo) for child in links.get(node, []) if child in blends]
+        memo[node] = [node, *max(below, key=len, default=[])]
+    return memo[node]
 
 
 def _check_called_models(team: Team, combiner: Strategy, members: list[str]) -> None:
@@ -237,7 +330,10 @@ def _check_called_models(team: Team, combiner: Strategy, members: list[str]) -> 
 def backend_for(entry: Entry) -> Backend:
     """The backend that computes ``entry``'s outputs (model entries only)."""
     if entry.kind == Kind.MERGE:
-        raise BackendError("this merge recipe has not been materialized into weights yet")
+        from arena.registry.merges import merged_backend_config
+
+        # A materialized merge runs as an hf model over its merged directory.
+        return make_backend(Kind.HF, merged_backend_config(entry), options=backend_options())
     if entry.kind not in (Kind.HF, Kind.GGUF, Kind.OPENAI):
         raise BackendError(f"{entry.kind} entries have no backend")
     config = dict(entry.config)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from arena.schedules.models import Firing, RegressionAlert, Schedule, TeamNotifications
+from arena.schedules.models import Firing, Notice, RegressionAlert, Schedule, TeamNotifications
 
 
 @admin.register(Schedule)
@@ -11,13 +11,28 @@ class ScheduleAdmin(admin.ModelAdmin):
 
 @admin.register(Firing)
 class FiringAdmin(admin.ModelAdmin):
-    list_display = ("schedule", "slot", "outcome", "run", "note")
-    list_filter = ("outcome",)
+    list_display = ("schedule", "slot", "manual", "outcome", "run", "note")
+    list_filter = ("outcome", "manual")
+
+
+class NoticeInline(admin.TabularInline):
+    model = Notice
+    fields = ("channel", "state", "attempts", "sent_at", "status", "error", "key")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
 
 
 @admin.register(RegressionAlert)
 class RegressionAlertAdmin(admin.ModelAdmin):
-    list_display = ("run", "regressed", "webhook_status", "created_at")
+    list_display = ("run", "regressed", "created_at")
+    inlines = [NoticeInline]
+
+
+@admin.register(Notice)
+class NoticeAdmin(admin.ModelAdmin):
+    list_display = ("alert", "channel", "state", "attempts", "sent_at", "status", "created_at")
+    list_filter = ("channel", "state")
 
 
 @admin.register(TeamNotifications)

@@ -37,13 +37,25 @@ class ScheduleIn(Schema):
     )
     enabled: bool = True
     judge: str | None = Field(None, max_length=100, description="judge suites: the model that compares answers")
+    splits: list[str] = Field(
+        [],
+        max_length=10,
+        description='the suite\'s splits each run evaluates, e.g. ["dev", "test"]; empty: the default (test)',
+    )
 
 
 class FiringOut(Schema):
+    id: int
     slot: datetime
-    outcome: str
+    outcome: str = Field(..., description="pending (waiting for a worker), started, skipped or failed")
     run: int | None
     note: str
+    manual: bool = Field(..., description="asked for by hand (run now) rather than by the cron expression")
+
+
+class BusyOut(Schema):
+    detail: str
+    firing: FiringOut
 
 
 class ScheduleOut(Schema):
@@ -56,6 +68,7 @@ class ScheduleOut(Schema):
     refresh: str
     enabled: bool
     judge: str | None
+    splits: list[str]
     next_run_at: datetime | None
     recent_firings: list[FiringOut]
 
@@ -77,11 +90,14 @@ def schedule_out(s: Schedule) -> dict[str, Any]:
         "refresh": s.refresh,
         "enabled": s.enabled,
         "judge": s.judge.name if s.judge else None,
+        "splits": s.splits,
         "next_run_at": services.next_fire(s),
-        "recent_firings": [
-            {"slot": f.slot, "outcome": f.outcome, "run": f.run_id, "note": f.note} for f in s.recent_firings
-        ],
+        "recent_firings": [firing_out(f) for f in s.recent_firings],
     }
+
+
+def firing_out(f: Firing) -> dict[str, Any]:
+    return {"id": f.pk, "slot": f.slot, "outcome": f.outcome, "run": f.run_id, "note": f.note, "manual": f.manual}
 
 
 def _schedules(team):
@@ -107,6 +123,7 @@ def _save(request, body: ScheduleIn, schedule: Schedule | None = None) -> Schedu
         refresh=body.refresh,
         enabled=body.enabled,
         judge=body.judge,
+        splits=body.splits,
         schedule=schedule,
     )
 
@@ -144,6 +161,20 @@ def delete_schedule(request, schedule_id: int):
     _require(request, Role.MEMBER)
     services.delete_schedule(_schedule(request, schedule_id))
     return 204, None
+
+
+@router.post("/schedules/{schedule_id}/run", response={202: FiringOut, 409: BusyOut})
+def run_schedule_now(request, schedule_id: int):
+    """Fire the schedule now, by the rules of its cron firings (its refresh, splits, the suite's latest
+    version), even while it is paused: 202 with the firing, which a worker turns into a run (see the
+    schedule's ``recent_firings``). 409 with the unfinished firing while an earlier one waits for a
+    worker or its run is queued or running: a schedule has one run going at a time."""
+    _require(request, Role.MEMBER)
+    try:
+        firing = services.run_now(_schedule(request, schedule_id))
+    except services.ScheduleBusy as exc:
+        return 409, {"detail": str(exc), "firing": firing_out(exc.firing)}
+    return 202, firing_out(firing)
 
 
 @router.get("/notifications", response=WebhookIn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django_celery_beat.models import PeriodicTask
 
 from arena.evaluations.models import Run, RunEntry
@@ -33,6 +34,9 @@ class Schedule(models.Model):
     cron = models.CharField(max_length=120, default=NIGHTLY, help_text="minute hour day-of-month month day-of-week")
     timezone = models.CharField(max_length=64, default="UTC")
     refresh = models.CharField(max_length=10, choices=Refresh.choices, default=Refresh.CHANGED)
+    splits = models.JSONField(
+        default=list, blank=True, help_text="the splits each run evaluates; empty: the suite's default (test)"
+    )
     enabled = models.BooleanField(default=True)
     periodic_task = models.OneToOneField(PeriodicTask, on_delete=models.CASCADE, related_name="arena_schedule")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -47,23 +51,29 @@ class Schedule(models.Model):
 
 
 class Outcome(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
     STARTED = "started", "Run started"
     SKIPPED = "skipped", "Skipped"
     FAILED = "failed", "Failed"
 
 
 class Firing(models.Model):
-    """One firing of a schedule: at most one per cron slot, however often the trigger is delivered."""
+    """One firing of a schedule: at most one per cron slot, however often the trigger is delivered;
+    or one asked for by hand ("Run now"), whose slot is the moment it was asked."""
 
     schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="firings")
     slot = models.DateTimeField(help_text="the time the cron expression named for this firing")
     run = models.OneToOneField(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="firing")
     outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.STARTED)
     note = models.TextField(blank=True, help_text="why nothing ran, or which entries were left out")
+    manual = models.BooleanField(default=False, help_text="asked for by hand, not by the cron expression")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["schedule", "slot"], name="one_firing_per_slot")]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "slot"], condition=Q(manual=False), name="one_firing_per_slot")
+        ]
         ordering = ["-slot"]
 
     def __str__(self) -> str:
@@ -82,14 +92,10 @@ class TeamNotifications(models.Model):
 
 
 class RegressionAlert(models.Model):
-    """A closed run checked for regressions, once, and whom it told."""
+    """A closed run checked for regressions, once; whom it tells is in its notices."""
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="regression_alert")
     regressed = models.PositiveIntegerField(default=0)
-    emailed = models.JSONField(default=list, blank=True)
-    email_error = models.TextField(blank=True)
-    webhook_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    webhook_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -111,3 +117,44 @@ class Regression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_entry}: {self.delta:+.3f}"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email to the team's owners"
+    WEBHOOK = "webhook", "The team's webhook"
+
+
+class Delivery(models.TextChoices):
+    PENDING = "pending", "Not delivered yet"
+    SENT = "sent", "Delivered"
+    FAILED = "failed", "Given up"
+
+
+class Notice(models.Model):
+    """One regression alert told through one channel, at least once.
+
+    Recorded with the alert, in its transaction, then sent by a task that retries with backoff until
+    the channel takes it (a beat sweep sends again what a dead worker left). A send that succeeded
+    but was not recorded is repeated under the same ``key``: the webhook's Idempotency-Key header,
+    the email's Message-ID, so the receiver can drop the repeat.
+    """
+
+    alert = models.ForeignKey(RegressionAlert, on_delete=models.CASCADE, related_name="notices")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.JSONField(help_text="the owners' addresses, or the webhook URL, when the alert was recorded")
+    key = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True, help_text="a worker is sending it until then")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="the webhook's last HTTP status")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "channel"], name="one_notice_per_channel")]
+        ordering = ["alert", "channel"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} notice of run {self.alert.run_id}: {self.state}"

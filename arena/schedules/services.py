@@ -10,9 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
+import smtplib
+import uuid
 import zoneinfo
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from celery.schedules import ParseException, crontab
@@ -20,10 +24,10 @@ from croniter import croniter
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
@@ -36,7 +40,10 @@ from arena.registry.models import Entry, Kind
 from arena.registry.services import backend_for
 from arena.schedules.models import (
     NIGHTLY,
+    Channel,
+    Delivery,
     Firing,
+    Notice,
     Outcome,
     Refresh,
     Regression,
@@ -59,6 +66,11 @@ CLOCK_SKEW = timedelta(seconds=5)
 WEBHOOK_TIMEOUT_S = 10.0
 # What a webhook receives of each regression: names and numbers, never a model's config or key.
 WEBHOOK_FIELDS = ("entry", "score", "previous_score", "previous_run_id", "delta", "delta_low", "delta_high", "method")
+# Webhook answers worth trying again besides 5xx (timeout, too early, too many requests); any other
+# non-2xx is a refusal.
+RETRY_STATUSES = (408, 425, 429)
+# A notice or manual firing still waiting this long after it was due lost its message (beat's sweep).
+SWEEP_GRACE_S = 60.0
 
 
 # --- Validation ---------------------------------------------------------------------------
@@ -119,12 +131,22 @@ def save_schedule(
     refresh: str = Refresh.CHANGED,
     enabled: bool = True,
     judge: str | None = None,
+    splits: Iterable[str] | None = None,
     user=None,
     schedule: Schedule | None = None,
 ) -> Schedule:
     """Create a schedule (or change ``schedule``) with its beat task; every problem at once, per field."""
     entries = list(entries)
-    _refuse_nul(name=name, suite=suite, entries="".join(entries), cron=cron, timezone=timezone_name, judge=judge)
+    splits = list(dict.fromkeys(s.strip() for s in splits or [] if s and s.strip()))  # in order, once each
+    _refuse_nul(
+        name=name,
+        suite=suite,
+        entries="".join(entries),
+        cron=cron,
+        timezone=timezone_name,
+        judge=judge,
+        splits="".join(splits),
+    )
     name = (name or "").strip()
     cron = " ".join((cron or "").split())
     entry_names = sorted({n.strip() for n in entries if n and n.strip()})
@@ -167,6 +189,9 @@ def save_schedule(
         errors.update({k: v[0] for k, v in exc.message_dict.items()})
     if refresh not in Refresh.values:
         errors["refresh"] = f"refresh is one of {', '.join(Refresh.values)}"
+    if splits and the_suite is not None:
+        if problem := split_problem(the_suite, splits):
+            errors["splits"] = problem
     if errors:
         raise ValidationError(errors)
 
@@ -188,6 +213,7 @@ def save_schedule(
             schedule.cron = cron
             schedule.timezone = timezone_name
             schedule.refresh = refresh
+            schedule.splits = splits
             schedule.enabled = enabled
             schedule.save()
             schedule.entries.set(found)
@@ -203,6 +229,17 @@ def save_schedule(
         # Another request took the name between the check above and this write.
         raise ValidationError({"name": f"the team already has a schedule named {name!r}"}) from None
     return schedule
+
+
+def split_problem(suite: Suite, splits: list[str]) -> str | None:
+    """Why ``suite`` cannot be evaluated on ``splits`` (checked again at each firing, on the version it uses)."""
+    known = suite.manifest.get("splits", ["test"])
+    unknown = [s for s in splits if s not in known]
+    if unknown:
+        return f"{suite.name} v{suite.version} has no split {', '.join(map(repr, unknown))}; it has {', '.join(known)}"
+    if not suite.items.filter(split__in=splits).exists():
+        return f"{suite.name} v{suite.version} has no items in {', '.join(splits)}"
+    return None
 
 
 def _refuse_nul(**fields: str | None) -> None:
@@ -248,9 +285,25 @@ def fire(schedule_id: int, now: datetime | None = None) -> Firing | None:
     if schedule is None or not schedule.enabled:
         return None
     slot = slot_at(schedule, now or timezone.now())
-    if Firing.objects.filter(schedule=schedule, slot=slot).exists():
+    if Firing.objects.filter(schedule=schedule, slot=slot, manual=False).exists():
         log.info("schedule %s already fired for %s", schedule.pk, slot.isoformat())
         return None
+    suite, chosen, outcome, note = _what_to_run(schedule)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                firing = Firing.objects.create(schedule=schedule, slot=slot, outcome=outcome, note=note)
+        except IntegrityError:
+            log.info("schedule %s already fired for %s", schedule.pk, slot.isoformat())
+            return None
+        if outcome == Outcome.STARTED:
+            _start_run(firing, suite, chosen)
+    log.info("schedule %s fired for %s: %s %s", schedule.pk, slot.isoformat(), firing.outcome, firing.note)
+    return firing
+
+
+def _what_to_run(schedule: Schedule) -> tuple[Suite | None, list[Entry], str, str]:
+    """The suite version and entries a firing now runs, its outcome, and the note that says why."""
     suite = latest_suite(schedule.team, schedule.suite_name)
     entries = list(schedule.entries.all())
     chosen, outcome, note = entries, Outcome.STARTED, ""
@@ -260,7 +313,7 @@ def fire(schedule_id: int, now: datetime | None = None) -> Firing | None:
         outcome, note = Outcome.FAILED, "none of the schedule's entries exist any more"
     elif schedule.refresh == Refresh.CHANGED and suite.task_type != "judge":
         # Judge suites are left whole: a score there is a record against the run's other entries.
-        unchanged = unchanged_entries(entries, suite)
+        unchanged = unchanged_entries(entries, suite, schedule.splits)
         chosen = [e for e in entries if e.pk not in unchanged]
         left_out = sorted(e.name for e in entries if e.pk in unchanged)
         if not chosen:
@@ -268,27 +321,90 @@ def fire(schedule_id: int, now: datetime | None = None) -> Firing | None:
             note = f"nothing changed since the last results on {suite.name} v{suite.version}"
         elif left_out:
             note = f"unchanged since their last result on v{suite.version}, left out: {', '.join(left_out)}"
+    return suite, chosen, outcome, note
+
+
+def _start_run(firing: Firing, suite: Suite, chosen: list[Entry], user=None) -> None:
+    """Create the firing's run (in the caller's transaction), or record why it could not start."""
+    schedule = firing.schedule
+    try:
+        with transaction.atomic():
+            firing.run = create_run(
+                schedule.team, suite, chosen, judge=schedule.judge, splits=schedule.splits or None, user=user
+            )
+    except ValidationError as exc:
+        firing.outcome, firing.run = Outcome.FAILED, None
+        firing.note = "; ".join(exc.messages)
+    firing.save(update_fields=["run", "outcome", "note"])
+
+
+class ScheduleBusy(Exception):
+    """A schedule's earlier firing is still waiting for a worker, or its run has not finished."""
+
+    def __init__(self, firing: Firing):
+        self.firing = firing
+        doing = f"run #{firing.run_id} is still {firing.run.state}" if firing.run_id else "a firing waits for a worker"
+        super().__init__(f"{firing.schedule.name}: {doing}; run it again once that is done")
+
+
+def busy_firing(schedule: Schedule) -> Firing | None:
+    """The schedule's firing that still waits for a worker or whose run is queued or running."""
+    return (
+        Firing.objects.filter(schedule=schedule)
+        .filter(Q(outcome=Outcome.PENDING) | Q(run__state__in=[State.QUEUED, State.RUNNING]))
+        .select_related("run", "schedule")
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def run_now(schedule: Schedule, user=None) -> Firing:
+    """Fire ``schedule`` now, by the rules of its cron firings (a worker picks the entries and starts
+    the run); ScheduleBusy while an earlier firing of it is waiting or its run is unfinished.
+
+    The schedule's row is locked while the check and the new firing are written, so two clicks at
+    once make one firing; even a paused schedule can be run by hand.
+    """
+    from arena.schedules.tasks import start_firing
+
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                firing = Firing.objects.create(schedule=schedule, slot=slot, outcome=outcome, note=note)
-        except IntegrityError:
-            log.info("schedule %s already fired for %s", schedule.pk, slot.isoformat())
-            return None
-        if outcome == Outcome.STARTED:
-            try:
-                with transaction.atomic():
-                    firing.run = create_run(schedule.team, suite, chosen, judge=schedule.judge)
-            except ValidationError as exc:
-                firing.outcome, firing.run = Outcome.FAILED, None
-                firing.note = "; ".join(exc.messages)
-            firing.save(update_fields=["run", "outcome", "note"])
-    log.info("schedule %s fired for %s: %s %s", schedule.pk, slot.isoformat(), firing.outcome, firing.note)
+        Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        busy = busy_firing(schedule)
+        if busy is not None:
+            raise ScheduleBusy(busy)
+        firing = Firing.objects.create(
+            schedule=schedule, slot=timezone.now(), manual=True, outcome=Outcome.PENDING, requested_by=user
+        )
+        transaction.on_commit(lambda: start_firing.delay(firing.pk))
     return firing
 
 
-def unchanged_entries(entries: list[Entry], suite: Suite) -> set[int]:
-    """Entries whose latest finished result on ``suite`` came from the very models they use now.
+def start_firing(firing_id: int) -> Firing | None:
+    """Do what a firing asked for by hand waits for, once: a second delivery finds it done."""
+    firing = (
+        Firing.objects.select_related("schedule__team", "schedule__judge", "requested_by")
+        .filter(pk=firing_id, outcome=Outcome.PENDING)
+        .first()
+    )
+    if firing is None:
+        return None
+    # Models' fingerprints (their weights hashed) are computed before the row is locked.
+    suite, chosen, outcome, note = _what_to_run(firing.schedule)
+    with transaction.atomic():
+        if not Firing.objects.select_for_update().filter(pk=firing_id, outcome=Outcome.PENDING).exists():
+            return None
+        firing.outcome, firing.note = outcome, note
+        if outcome == Outcome.STARTED:
+            _start_run(firing, suite, chosen, user=firing.requested_by)
+        else:
+            firing.save(update_fields=["outcome", "note"])
+    log.info("schedule %s run by hand: %s %s", firing.schedule_id, firing.outcome, firing.note)
+    return firing
+
+
+def unchanged_entries(entries: list[Entry], suite: Suite, splits: list[str] | None = None) -> set[int]:
+    """Entries whose latest finished result on ``suite`` came from the very models they use now
+    (and, when ``splits`` are named, covered them all).
 
     A model is the same when its fingerprint (weights hash, or endpoint and model name) equals
     the one recorded in that run; one that cannot be checked counts as changed, so the run
@@ -310,10 +426,11 @@ def unchanged_entries(entries: list[Entry], suite: Suite) -> set[int]:
     for entry in entries:
         previous = (
             RunEntry.objects.filter(entry=entry, run__suite=suite, state=State.DONE)
+            .select_related("run")
             .order_by("-run__created_at", "-run_id")
             .first()
         )
-        if previous is None:
+        if previous is None or not set(splits or ()) <= set(previous.run.splits):
             continue
         models = entry.ordered_members() if entry.is_blend else [entry]
         recorded = dict(
@@ -346,9 +463,10 @@ def set_webhook(team: Team, url: str) -> TeamNotifications:
 
 
 def check_regressions(run_id: int) -> RegressionAlert | None:
-    """Check a closed run once; store each regressed entry and tell the team.
+    """Check a closed run once; store each regressed entry, and a notice for each way the team hears.
 
-    The alert row is the claim: a second delivery finds it and sends nothing again.
+    The alert row is the claim: a second delivery stores nothing again, and only sends once more
+    what the first recorded but did not deliver (its worker may have died in between).
     """
     run = Run.objects.select_related("suite", "team").filter(pk=run_id).first()
     if run is None or run.state not in TERMINAL:
@@ -372,11 +490,114 @@ def check_regressions(run_id: int) -> RegressionAlert | None:
                 )
                 for r in found
             )
+            notices = _record_notices(alert) if found else []
+            transaction.on_commit(lambda: _send([n.pk for n in notices]))
     except IntegrityError:
+        now = timezone.now()
+        _send(Notice.objects.filter(_due(now), alert__run_id=run_id).values_list("pk", flat=True))
         return None
-    if found:
-        _notify(alert, found)
     return alert
+
+
+def _record_notices(alert: RegressionAlert) -> list[Notice]:
+    """One notice per channel the team has: its owners' addresses and its webhook, as they are now."""
+    team = alert.run.team
+    owners = sorted(
+        get_user_model()
+        .objects.filter(memberships__team=team, memberships__role=Role.OWNER, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    webhook = notifications_for(team).webhook_url
+    now = timezone.now()
+    notices = [
+        Notice(alert=alert, channel=channel, target=target, key=uuid.uuid4().hex, next_attempt_at=now)
+        for channel, target in ((Channel.EMAIL, owners), (Channel.WEBHOOK, webhook))
+        if target
+    ]
+    return Notice.objects.bulk_create(notices)
+
+
+def _send(notice_ids: Iterable[int]) -> None:
+    from arena.schedules.tasks import send_notice
+
+    for pk in notice_ids:
+        send_notice.delay(pk)
+
+
+def _due(now: datetime) -> Q:
+    """Notices a worker may send at ``now``: not delivered, not being sent, their next attempt due."""
+    return (
+        Q(state=Delivery.PENDING)
+        & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + CLOCK_SKEW))
+    )
+
+
+class NoticeRetry(Exception):
+    """A notice the channel did not take this time: try again in ``countdown`` seconds."""
+
+    def __init__(self, message: str, countdown: float):
+        super().__init__(message)
+        self.countdown = countdown
+
+
+class _Refused(Exception):
+    """The channel answered that it will not take this notice: trying again cannot help."""
+
+
+def notice_backoff(attempts: int) -> float:
+    # Doubling from ARENA_NOTICE_RETRY_S, at most an hour, with jitter so retries do not arrive together.
+    return min(3600.0, settings.ARENA_NOTICE_RETRY_S * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+
+
+def send_notice(notice_id: int) -> Notice | None:
+    """Deliver one notice unless it was delivered, is being sent, or waits for its next attempt.
+
+    Raises NoticeRetry when it failed in a way worth trying again; gives up (state failed) when the
+    channel refuses it, or after ARENA_NOTICE_ATTEMPTS attempts. A worker that dies while sending
+    leaves its claim to expire (ARENA_NOTICE_LEASE_S); the beat's sweep then sends it again.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.ARENA_NOTICE_LEASE_S)
+    if not Notice.objects.filter(_due(now), pk=notice_id).update(claimed_until=now + lease, attempts=F("attempts") + 1):
+        return None
+    notice = Notice.objects.select_related("alert__run__team", "alert__run__suite").get(pk=notice_id)
+    row = Notice.objects.filter(pk=notice_id)
+    try:
+        status = _deliver(notice)
+    except _Refused as exc:
+        row.update(
+            state=Delivery.FAILED, error=str(exc)[:2000], status=getattr(exc, "status", None), claimed_until=None
+        )
+        log.warning("regression %s notice of run %s refused: %s", notice.channel, notice.alert.run_id, exc)
+    except NoticeRetry as exc:
+        status = getattr(exc, "status", None)
+        if notice.attempts >= settings.ARENA_NOTICE_ATTEMPTS:
+            error = f"gave up after {notice.attempts} attempts: {exc}"
+            row.update(state=Delivery.FAILED, error=error[:2000], status=status, claimed_until=None)
+            log.warning("regression %s notice of run %s: %s", notice.channel, notice.alert.run_id, error)
+        else:
+            exc.countdown = notice_backoff(notice.attempts)
+            row.update(
+                error=str(exc)[:2000],
+                status=status,
+                claimed_until=None,
+                next_attempt_at=timezone.now() + timedelta(seconds=exc.countdown),
+            )
+            log.warning(
+                "regression %s notice of run %s failed (attempt %d, again in %.0f s): %s",
+                notice.channel,
+                notice.alert.run_id,
+                notice.attempts,
+                exc.countdown,
+                exc,
+            )
+            raise
+    else:
+        row.update(state=Delivery.SENT, sent_at=timezone.now(), status=status, error="", claimed_until=None)
+    notice.refresh_from_db()
+    return notice
 
 
 def _run_url(run: Run) -> str:
@@ -384,57 +605,101 @@ def _run_url(run: Run) -> str:
     return settings.ARENA_PUBLIC_URL.rstrip("/") + path
 
 
-def _notify(alert: RegressionAlert, found: list[dict]) -> None:
-    """Email the team's owners and post to its webhook; a failure is logged and recorded, never raised."""
-    run = alert.run
-    url = _run_url(run)
-    lines = [
-        f"{r['entry']}: {r['previous_score']:.3f} -> {r['score']:.3f} "
-        f"(change {r['delta']:+.3f}, 95% interval [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}], "
-        f"previous run #{r['previous_run_id']})"
-        for r in found
-    ]
-    subject = (
-        f"[Ensemble Arena] {run.team.name}: {len(found)} "
-        f"{'entry' if len(found) == 1 else 'entries'} regressed on {run.suite.name}"
-    )
-    body = (
-        f"Run #{run.pk} on {run.suite.name} v{run.suite.version} finished, and these entries scored lower than "
-        f"their previous result by more than the 95% interval allows:\n\n" + "\n".join(lines) + f"\n\n{url}\n"
-    )
-    owners = sorted(
-        get_user_model()
-        .objects.filter(memberships__team=run.team, memberships__role=Role.OWNER, is_active=True)
-        .exclude(email="")
-        .values_list("email", flat=True)
-    )
-    if owners:
-        try:
-            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, owners)
-            alert.emailed = owners
-        except (OSError, ValueError) as exc:  # smtplib's errors are OSErrors
-            log.warning("regression email for run %s not sent: %s", run.pk, exc)
-            alert.email_error = f"{type(exc).__name__}: {exc}"[:2000]
-    webhook = notifications_for(run.team).webhook_url
-    if webhook:
-        payload = {
-            "event": "regression",
-            "team": run.team.slug,
-            "run": run.pk,
-            "suite": run.suite.name,
-            "suite_version": run.suite.version,
-            "url": url,
-            "regressions": [{k: r[k] for k in WEBHOOK_FIELDS} for r in found],
+def _regression_rows(alert: RegressionAlert) -> list[dict]:
+    rows = Regression.objects.filter(alert=alert).select_related("run_entry__entry").order_by("run_entry__entry__name")
+    return [
+        {
+            "entry": r.run_entry.entry.name,
+            "score": r.score,
+            "previous_score": r.previous_score,
+            "previous_run_id": r.previous_run_id,
+            "delta": r.delta,
+            "delta_low": r.delta_low,
+            "delta_high": r.delta_high,
+            "method": r.method,
         }
+        for r in rows
+    ]
+
+
+def _deliver(notice: Notice) -> int | None:
+    """Send ``notice`` once: the webhook's HTTP status (None for email); NoticeRetry or _Refused."""
+    run = notice.alert.run
+    found = _regression_rows(notice.alert)
+    url = _run_url(run)
+    if notice.channel == Channel.EMAIL:
+        lines = [
+            f"{r['entry']}: {r['previous_score']:.3f} -> {r['score']:.3f} "
+            f"(change {r['delta']:+.3f}, 95% interval [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}], "
+            f"previous run #{r['previous_run_id']})"
+            for r in found
+        ]
+        subject = (
+            f"[Ensemble Arena] {run.team.name}: {len(found)} "
+            f"{'entry' if len(found) == 1 else 'entries'} regressed on {run.suite.name}"
+        )
+        body = (
+            f"Run #{run.pk} on {run.suite.name} v{run.suite.version} finished, and these entries scored lower than "
+            f"their previous result by more than the 95% interval allows:\n\n" + "\n".join(lines) + f"\n\n{url}\n"
+        )
+        host = urlsplit(settings.ARENA_PUBLIC_URL).hostname or "ensemble-arena.localhost"
+        # The same Message-ID on every attempt: a mail system that got the first can drop a repeat.
+        message = EmailMessage(
+            subject, body, settings.DEFAULT_FROM_EMAIL, notice.target, headers={"Message-ID": f"<{notice.key}@{host}>"}
+        )
         try:
-            response = httpx.post(webhook, json=payload, timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False)
-            alert.webhook_status = response.status_code
-            if response.is_error:
-                log.warning("regression webhook for run %s answered %s", run.pk, response.status_code)
-        except httpx.HTTPError as exc:
-            log.warning("regression webhook for run %s failed: %s", run.pk, type(exc).__name__)
-            alert.webhook_error = f"{type(exc).__name__}: {exc}"[:2000]
-    alert.save(update_fields=["emailed", "email_error", "webhook_status", "webhook_error"])
+            message.send()
+        except (OSError, smtplib.SMTPException) as exc:  # connection refused, timeouts, the server's 4xx/5xx
+            raise NoticeRetry(f"{type(exc).__name__}: {exc}", 0) from exc
+        return None
+    payload = {
+        "event": "regression",
+        "team": run.team.slug,
+        "run": run.pk,
+        "suite": run.suite.name,
+        "suite_version": run.suite.version,
+        "url": url,
+        "regressions": [{k: r[k] for k in WEBHOOK_FIELDS} for r in found],
+    }
+    try:
+        response = httpx.post(
+            notice.target,
+            json=payload,
+            headers={"Idempotency-Key": notice.key},
+            timeout=WEBHOOK_TIMEOUT_S,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise NoticeRetry(f"{type(exc).__name__}: {exc}", 0) from exc
+    if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+        failure = NoticeRetry(f"the webhook answered {response.status_code}", 0)
+    elif response.status_code >= 300:
+        failure = _Refused(f"the webhook answered {response.status_code}")
+    else:
+        return response.status_code
+    failure.status = response.status_code
+    raise failure
+
+
+def resend_overdue(grace_s: float = SWEEP_GRACE_S, now: datetime | None = None) -> int:
+    """Send again what a lost message left waiting (beat, every minute): notices whose attempt is overdue
+    by ``grace_s`` and whose sender's claim expired, and firings asked for by hand that no worker took.
+
+    Each one is claimed when it is done, so sending it twice still does it once.
+    """
+    from arena.schedules.tasks import start_firing
+
+    cutoff = (now or timezone.now()) - timedelta(seconds=grace_s)
+    overdue = list(
+        Notice.objects.filter(_due(now or timezone.now()), next_attempt_at__lte=cutoff).values_list("pk", flat=True)
+    )
+    _send(overdue)
+    waiting = list(Firing.objects.filter(outcome=Outcome.PENDING, created_at__lte=cutoff).values_list("pk", flat=True))
+    for pk in waiting:
+        start_firing.delay(pk)
+    if overdue or waiting:
+        log.info("sent again %d regression notices and %d firings asked for by hand", len(overdue), len(waiting))
+    return len(overdue) + len(waiting)
 
 
 # --- The queue ----------------------------------------------------------------------------
@@ -522,7 +787,7 @@ def recent_firings_without_run(team: Team, limit: int = 20) -> QuerySet[Firing]:
     """Firings that started nothing: skipped because nothing changed, or failed with the reason."""
     return (
         Firing.objects.filter(schedule__team=team)
-        .exclude(outcome=Outcome.STARTED)
+        .exclude(outcome__in=[Outcome.STARTED, Outcome.PENDING])
         .select_related("schedule")
         .order_by("-created_at")[:limit]
     )

@@ -26,14 +26,17 @@ class ScheduleForm(forms.Form):
     cron = forms.CharField(max_length=120, initial=NIGHTLY, help_text="minute hour day-of-month month day-of-week")
     timezone = forms.CharField(max_length=64, initial="UTC")
     refresh = forms.ChoiceField(choices=Refresh.choices, initial=Refresh.CHANGED, required=False)
+    splits = forms.MultipleChoiceField(required=False, help_text="none: the suite's default (test)")
     enabled = forms.BooleanField(required=False, initial=True)
 
     def __init__(self, team: Team, *args, **kwargs):
         super().__init__(*args, **kwargs)
         entries = list(Entry.objects.filter(team=team).values_list("name", "kind"))
-        self.fields["suite"].choices = [
-            (n, n) for n in Suite.objects.filter(team=team).order_by("name").values_list("name", flat=True).distinct()
-        ]
+        suites = list(Suite.objects.filter(team=team).order_by("name").values_list("name", "manifest"))
+        self.fields["suite"].choices = [(n, n) for n in dict.fromkeys(name for name, _ in suites)]
+        # Every split any of the team's suites has; the chosen suite's own are checked on saving.
+        splits = sorted({split for _, manifest in suites for split in manifest.get("splits", ["test"])})
+        self.fields["splits"].choices = [(n, n) for n in splits]
         self.fields["entries"].choices = [(n, n) for n, _ in entries]
         self.fields["judge"].choices = [("", "none")] + [(n, n) for n, kind in entries if kind != "blend"]
 
@@ -47,6 +50,7 @@ def _initial(schedule: Schedule) -> dict:
         "cron": schedule.cron,
         "timezone": schedule.timezone,
         "refresh": schedule.refresh,
+        "splits": schedule.splits,
         "enabled": schedule.enabled,
     }
 
@@ -67,6 +71,7 @@ def _save(form: ScheduleForm, team: Team, user, schedule: Schedule | None = None
             refresh=data["refresh"] or Refresh.CHANGED,
             enabled=data["enabled"],
             judge=data["judge"] or None,
+            splits=data["splits"],
             user=user,
             schedule=schedule,
         )
@@ -128,20 +133,40 @@ def schedule_detail(request, team: str, schedule_id: int):
             messages.success(request, f"Saved {form.cleaned_data['name']}: next run {_when(schedule)}.")
             return redirect("schedule", team=t.slug, schedule_id=schedule.pk)
         status = 422
+    return _detail_page(request, membership, schedule, form, status)
+
+
+def _detail_page(request, membership, schedule: Schedule, form: ScheduleForm, status: int, busy=None):
     firings = Firing.objects.filter(schedule=schedule).select_related("run").order_by("-slot")[:50]
     return render(
         request,
         "schedules/schedule.html",
         {
-            "team": t,
+            "team": membership.team,
             "schedule": schedule,
             "can_edit": membership.allows(Role.MEMBER),
             "form": form,
             "next_run_at": services.next_fire(schedule),
             "firings": firings,
+            "busy": busy,
         },
         status=status,
     )
+
+
+@login_required
+@require_http_methods(["POST"])
+def schedule_run(request, team: str, schedule_id: int):
+    """Run now: the schedule fires at once (a worker starts the run); 409 while its last run is unfinished."""
+    membership = membership_for(request.user, team, Role.MEMBER)
+    t = membership.team
+    schedule = get_owned(Schedule.objects.select_related("judge").prefetch_related("entries"), t, pk=schedule_id)
+    try:
+        services.run_now(schedule, user=request.user)
+    except services.ScheduleBusy as exc:
+        return _detail_page(request, membership, schedule, ScheduleForm(t, initial=_initial(schedule)), 409, exc)
+    messages.success(request, f"{schedule.name} fires now: its run appears below once a worker has started it.")
+    return redirect("schedule", team=t.slug, schedule_id=schedule.pk)
 
 
 @login_required

@@ -106,6 +106,7 @@ class BackendOptions:
     model_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     device: str | None = None  # None: CUDA when present, else CPU
+    hub_cache: Path | None = None  # the Hugging Face cache hub ids are read from; None: its default (HF_HUB_CACHE)
 
 
 def check_local_path(path: str | Path, options: BackendOptions) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Weight formats that execute code when loaded; a directory holding them is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def _torch() -> Any:
@@ -71,7 +74,8 @@ class TransformersBackend(Backend):
 
         torch = _torch()
         device = pick_device(self.options.device)
-        kwargs: dict[str, Any] = {"trust_remote_code": False}
+        # Local files only: a directory, a hub snapshot in the cache or a GGUF file, never a download.
+        kwargs: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
         else:
@@ -129,21 +133,27 @@ class TransformersBackend(Backend):
         sampling = params.temperature > 0
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
-            "do_sample": sampling,
+            # Sampling too takes the greedy path: RowSampler draws the token and leaves only it.
+            "do_sample": False,
             "output_scores": True,
             "return_dict_in_generate": True,
             "pad_token_id": self.tokenizer.pad_token_id,
+            # Greedy decoding ignores these; unset them so generation_config warnings stay quiet.
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
         }
         if sampling:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-            torch.manual_seed(params.seed)
-        else:
-            # Greedy decoding ignores these; unset them so generation_config warnings stay quiet.
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+            from transformers import LogitsProcessorList
+
+            gen_kwargs["logits_processor"] = LogitsProcessorList([RowSampler(params, prompts, self.device)])
         started = time.perf_counter()
         with torch.inference_mode():
             result = self.model.generate(**enc, **gen_kwargs)
-            scores = self.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
+            # The sampler leaves only the drawn token, scored with its log-probability already normalized.
+            scores = self.model.compute_transition_scores(
+                result.sequences, result.scores, normalize_logits=not sampling
+            )
         elapsed = time.perf_counter() - started
         prompt_len = enc["input_ids"].shape[1]
         new_tokens = result.sequences[:, prompt_len:]
@@ -222,31 +232,105 @@ class TransformersBackend(Backend):
         return results
 
 
+class RowSampler:
+    """A logits processor that samples each row from a generator of its own, seeded by (seed, prompt).
+
+    ``generate(do_sample=True)`` draws every row from the one global generator, so a prompt's
+    sample would depend on which prompts share its batch; here it depends only on the prompt and
+    the seed, and a rerun batched differently reproduces it. Temperature and nucleus (top-p)
+    filtering are transformers' own warpers; the drawn token is left as the only candidate, with
+    its log-probability under the warped distribution, for the greedy step to take.
+    """
+
+    def __init__(self, params: DecodingParams, prompts: list[str], device: str) -> None:
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        torch = _torch()
+        self.warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(params.top_p))
+        self.generators = []
+        for prompt in prompts:
+            seed = int(digest_json({"seed": params.seed, "prompt": prompt})[:15], 16)
+            self.generators.append(torch.Generator(device=device).manual_seed(seed))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        torch = _torch()
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        picked = torch.cat(
+            [torch.multinomial(row.exp(), 1, generator=g) for row, g in zip(logprobs, self.generators, strict=True)]
+        ).unsqueeze(1)
+        out = torch.full_like(logprobs, float("-inf"))
+        return out.scatter_(1, picked, logprobs.gather(1, picked)).to(scores.dtype)
+
+
 @BACKENDS.register(
     "hf", pretty_name="Transformers (safetensors)", reference_url="https://huggingface.co/docs/transformers"
 )
 class HFBackend(TransformersBackend):
-    """A local safetensors directory. Pickle weights and remote code are refused."""
+    """A safetensors directory, local or a hub id pinned to a commit. Pickle weights and remote code are refused."""
 
     class Config(TransformersBackend.Config):
-        path: str = Field(min_length=1, description="local directory with config.json and *.safetensors")
-        revision: str = Field(default="", max_length=64)
+        path: str = Field(default="", max_length=1000, description="local directory with config.json and *.safetensors")
+        hub_id: str = Field(
+            default="", max_length=200, description="org/name on the Hugging Face hub, read from the cache"
+        )
+        revision: str = Field(default="", max_length=64, description="hub_id: the 40-hex commit it is pinned to")
+
+        @model_validator(mode="after")
+        def _one_source(self) -> HFBackend.Config:
+            if bool(self.path) == bool(self.hub_id):
+                raise ValueError("give path (a local directory) or hub_id (org/name) with revision, one of the two")
+            if self.hub_id:
+                if not HUB_ID.fullmatch(self.hub_id):
+                    raise ValueError(f"hub_id must look like org/name, not {self.hub_id!r}")
+                # A branch or tag can move; only a commit names the same weights every time.
+                if not COMMIT.fullmatch(self.revision):
+                    raise ValueError("revision: a hub_id needs the 40-hex commit it is pinned to")
+            elif self.revision:
+                raise ValueError("revision goes with hub_id; a local path has none")
+            return self
+
+    def _label(self) -> str:
+        c = self.config
+        return f"{c.hub_id}@{c.revision[:12]}" if c.hub_id else repr(c.path)
+
+    def _hub_snapshot(self) -> Path:
+        from huggingface_hub import snapshot_download
+
+        c = self.config
+        try:
+            # This machine has no network: only the local cache is read, never the hub.
+            found = snapshot_download(
+                c.hub_id, revision=c.revision, local_files_only=True, cache_dir=self.options.hub_cache
+            )
+        except (OSError, ValueError) as exc:
+            cache = self.options.hub_cache or "the default Hugging Face cache (HF_HUB_CACHE)"
+            raise BackendError(
+                f"{c.hub_id} at revision {c.revision} is not in {cache}; the arena does not download, so "
+                f"fetch it where there is a network (hf download {c.hub_id} --revision {c.revision}) "
+                f"and copy the cache here ({type(exc).__name__})"
+            ) from None
+        return Path(found)
 
     def _directory(self) -> Path:
-        directory = check_local_path(self.config.path, self.options)
+        label = self._label()
+        directory = self._hub_snapshot() if self.config.hub_id else check_local_path(self.config.path, self.options)
         if not directory.is_dir():
-            raise BackendError(f"{self.config.path!r} is not a model directory")
+            raise BackendError(f"{label} is not a model directory")
         if not (directory / "config.json").exists():
-            raise BackendError(f"{self.config.path!r} has no config.json")
+            raise BackendError(f"{label} has no config.json")
         weights = sorted(directory.glob("*.safetensors"))
         if not weights:
             pickles = [p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES]
             if pickles:
                 raise BackendError(
-                    f"{self.config.path!r} holds pickle weights ({', '.join(pickles)}); "
+                    f"{label} holds pickle weights ({', '.join(pickles)}); "
                     "only safetensors are loaded, since pickle files can run code"
                 )
-            raise BackendError(f"{self.config.path!r} has no *.safetensors weights")
+            raise BackendError(f"{label} has no *.safetensors weights")
         return directory
 
     def check(self) -> None:
@@ -254,9 +338,17 @@ class HFBackend(TransformersBackend):
 
     def fingerprint(self) -> str:
         directory = self._directory()
+        if self.config.hub_id:
+            # A commit names its files for good, so the id and revision are the weights' identity.
+            c = self.config
+            return "hf:" + digest_json({"hub_id": c.hub_id, "revision": c.revision, "template": c.chat_template})
         hashes = {p.name: file_sha256(p) for p in sorted(directory.glob("*.safetensors"))}
         config = (directory / "config.json").read_text()
         return "hf:" + digest_json({"weights": hashes, "config": config, "template": self.config.chat_template})
+
+    def safetensors_dir(self) -> Path:
+        """The directory holding the weights (for a hub id, its snapshot in the cache)."""
+        return self._directory()
 
     def load(self) -> None:
         self._load_from_dir(self._directory())
@@ -309,6 +401,33 @@ class GGUFBackend(TransformersBackend):
         if self.options.cache_dir is None:
             return None
         return self.options.cache_dir / "gguf" / self.file_hash()
+
+    def safetensors_dir(self) -> Path:
+        """The export of this file as a safetensors directory (what merges read), made once into the cache."""
+        path = self._file()
+        target = self.export_dir()
+        if target is None:
+            raise BackendError(f"{self.config.path!r}: a GGUF member needs a cache directory to be exported into")
+        if not (target / "config.json").exists():
+            export_gguf(path, target)
+        return target
+
+    def exported_dir(self) -> Path | None:
+        """The export when it has been made already, else None."""
+        target = self.export_dir()
+        return target if target is not None and (target / "config.json").exists() else None
+
+    def model_config(self) -> dict[str, Any]:
+        """The transformers config, read from the GGUF header (seconds) rather than a full export (a minute)."""
+        from transformers import AutoConfig
+
+        path = self._file()
+        try:
+            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise BackendError(f"could not read the config of GGUF {path.name}: {exc}") from exc
+        data: dict[str, Any] = config.to_dict()
+        return data
 
     def load(self) -> None:
         path = self._file()

@@ -3,7 +3,9 @@
 # Imported for their side effect: each module registers its built-in strategies.
 from ensembles.strategies import (  # noqa: F401
     bagging,
+    boosting,
     cascade,
+    consistency,
     fusion,
     pipeline,
     pool,
@@ -22,19 +24,21 @@ from ensembles.strategies.base import (
     Strategy,
     make_strategy,
 )
-from ensembles.strategies.calls import BackendCaller, CallResult, ModelCaller
-from ensembles.strategies.embed import Embedder, MiniLMEmbedder
+from ensembles.strategies.calls import BackendCaller, CallResult, ModelCaller, Sampling
+from ensembles.strategies.embed import CachedEmbedder, Embedder, MiniLMEmbedder
 
 __all__ = [
     "STRATEGIES",
     "BackendCaller",
     "CallCost",
+    "CachedEmbedder",
     "CallResult",
     "Decision",
     "Embedder",
     "MemberAnswer",
     "MiniLMEmbedder",
     "ModelCaller",
+    "Sampling",
     "Strategy",
     "make_strategy",
 ]

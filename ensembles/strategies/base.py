@@ -27,6 +27,9 @@ class MemberAnswer:
     logprob: float | None = None
     # Multiple choice: option letter -> the member's log-likelihood of that option, when scored.
     option_logprobs: dict[str, float] | None = None
+    # The prompt the member answered, as the suite rendered it ("" when unknown): what a strategy
+    # that samples the member again (self-consistency) must ask it.
+    prompt: str = ""
 
 
 @dataclass
@@ -83,6 +86,9 @@ class Strategy(ABC):
     needs_fit: ClassVar[bool] = False
     # Strategies that call models themselves need a ModelCaller passed to combine().
     calls_models: ClassVar[bool] = False
+    # How many members a blend of this strategy takes (None: no limit beyond the arena's).
+    min_members: ClassVar[int] = 2
+    max_members: ClassVar[int | None] = None
 
     class Params(BaseModel):
         """Strategy parameters; subclasses extend this model."""
@@ -121,8 +127,28 @@ class Strategy(ABC):
         """Models the strategy calls by name, keyed by the parameter that names them ("fuser")."""
         return {}
 
+    def called_models(self, members: Sequence[str]) -> list[str]:
+        """Every model combine() may call for a blend of ``members``, the one named first first."""
+        return list(dict.fromkeys(self.called_members().values()))
+
+    def prefetch(  # noqa: B027 - optional hook; strategies that call models may batch their calls here
+        self,
+        items: Sequence[Sequence[MemberAnswer]],
+        inputs: Sequence[str | None],
+        *,
+        caller: ModelCaller,
+    ) -> None:
+        """Ask ``caller`` at once, for every item, for calls combine() will make one item at a time.
+
+        A caching caller then generates them in batches and combine() finds them cached.
+        """
+
     def check_members(self, members: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Refuse a blend's member list the parameters cannot work with (raise ParamsError)."""
+
+    def asks_members_again(self) -> bool:
+        """Whether combine() asks the blend's own members for new generations, so each must be a model."""
+        return False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params.model_dump()})"

@@ -21,6 +21,21 @@ Shown = Literal["answer", "text"]
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Sampled decoding for one call; the caller keeps its own length limit and stop sequences."""
+
+    temperature: float
+    top_p: float
+    seed: int
+
+    def applied_to(self, params: DecodingParams) -> DecodingParams:
+        """``params`` sampled this way, validated (and so part of every cache key)."""
+        return DecodingParams.model_validate(
+            {**params.model_dump(), "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        )
+
+
+@dataclass(frozen=True)
 class CallResult:
     """One generation a strategy asked for, with the answer the suite's extractor found in it."""
 
@@ -33,9 +48,12 @@ class CallResult:
 
 
 class ModelCaller(Protocol):
-    """Generates with a named model: one CallResult per prompt, in order."""
+    """Generates with a named model: one CallResult per prompt, in order.
 
-    def generate(self, member: str, prompts: list[str]) -> list[CallResult]: ...
+    Greedy unless ``sampling`` is given; a sampled call is cached under its seed like any other.
+    """
+
+    def generate(self, member: str, prompts: list[str], sampling: Sampling | None = None) -> list[CallResult]: ...
 
 
 class BackendCaller:
@@ -53,24 +71,25 @@ class BackendCaller:
         self._fingerprints: dict[str, str] = {}
         self._cache: dict[str, Generation] = {}
 
-    def _key(self, member: str, prompt: str) -> str:
+    def _key(self, member: str, prompt: str, params: DecodingParams) -> str:
         if member not in self._fingerprints:
             self._fingerprints[member] = self.backends[member].fingerprint()
-        params = self.params.model_dump(mode="json")
-        return digest_json({"fingerprint": self._fingerprints[member], "prompt": prompt, "params": params})
+        dumped = params.model_dump(mode="json")
+        return digest_json({"fingerprint": self._fingerprints[member], "prompt": prompt, "params": dumped})
 
-    def generate(self, member: str, prompts: list[str]) -> list[CallResult]:
+    def generate(self, member: str, prompts: list[str], sampling: Sampling | None = None) -> list[CallResult]:
         if member not in self.backends:
             known = ", ".join(sorted(self.backends)) or "none"
             raise EnsembleError(f"no model named {member!r} to call; known: {known}")
-        keys = [self._key(member, p) for p in prompts]
+        params = self.params if sampling is None else sampling.applied_to(self.params)
+        keys = [self._key(member, p, params) for p in prompts]
         was_cached = [k in self._cache for k in keys]
         # A prompt asked for twice in one call is generated once.
         missing = list(dict.fromkeys(p for p, k in zip(prompts, keys, strict=True) if k not in self._cache))
         if missing:
-            outputs = self.backends[member].generate(missing, self.params)
+            outputs = self.backends[member].generate(missing, params)
             for prompt, out in zip(missing, outputs, strict=True):
-                self._cache[self._key(member, prompt)] = out
+                self._cache[self._key(member, prompt, params)] = out
             self.new_calls += len(missing)
         return [result_of(self._cache[k], self.extract, cached=hit) for k, hit in zip(keys, was_cached, strict=True)]
 
@@ -139,9 +158,12 @@ class ModelCallingStrategy(Strategy):
             raise EnsembleError(f"{self.name} writes prompts from the item's input; pass item_input to combine()")
         return item_input
 
-    def call(self, caller: ModelCaller, member: str, prompts: list[str]) -> list[CallResult]:
+    def call(
+        self, caller: ModelCaller, member: str, prompts: list[str], sampling: Sampling | None = None
+    ) -> list[CallResult]:
         """Ask ``member`` for one generation per prompt, checking the caller kept its contract."""
-        results = caller.generate(member, prompts)
+        # Greedy calls leave the argument out, so a caller written before sampling existed still serves them.
+        results = caller.generate(member, prompts) if sampling is None else caller.generate(member, prompts, sampling)
         if len(results) != len(prompts):
             raise EnsembleError(
                 f"{self.name}: the caller returned {len(results)} generations of {member!r} for {len(prompts)} prompts"

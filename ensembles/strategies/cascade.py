@@ -10,6 +10,7 @@ from pydantic import Field
 
 from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
+from ensembles.strategies.calibration import Calibrator
 from ensembles.strategies.common import LearnedStrategy, confidence, is_correct
 from ensembles.strategies.vote import vote_key
 
@@ -20,10 +21,13 @@ if TYPE_CHECKING:
 _GRID = np.linspace(0.0, 1.0, 1001)
 
 
-def answer_confidence(ans: MemberAnswer) -> float:
-    """Confidence a cascade acts on: exp(mean logprob); unknown or empty answers are never confident."""
+def answer_confidence(ans: MemberAnswer, calibrator: Calibrator | None = None) -> float:
+    """Confidence a cascade acts on: exp(mean logprob), or its calibrated value when a calibrator is
+    given; unknown or empty answers are never confident."""
     if not vote_key(ans.answer):
         return -1.0
+    if calibrator is not None:
+        return calibrator.confidence(ans, 0.0)
     return confidence(ans, 0.0)
 
 
@@ -38,6 +42,8 @@ class Cascade(LearnedStrategy):
 
     The threshold is fixed by ``threshold`` or learned on dev as the one with the best dev
     accuracy among those that consult at most ``max_cost`` members per item on average.
+    With ``calibrate``, the one threshold applies to each member's temperature-scaled confidence,
+    so members whose raw confidences sit on different scales are held to the same standard.
     """
 
     class Params(Strategy.Params):
@@ -45,12 +51,15 @@ class Cascade(LearnedStrategy):
         max_cost: float = Field(1.5, ge=1.0, le=64.0)
         # A fixed threshold on exp(mean logprob); when set, nothing is learned.
         threshold: float | None = Field(None, ge=0.0, le=1.0)
+        # Temperature-scale each member's confidences, fitted on dev, before any threshold is applied.
+        calibrate: bool = False
 
     params: Params
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        self.needs_fit = self.params.threshold is None
+        self.needs_fit = self.params.threshold is None or self.params.calibrate
+        self.calibrator: Calibrator | None = None
         self.threshold: float | None = self.params.threshold
         self.dev_accuracy: float | None = None
         self.dev_cost: float | None = None
@@ -63,6 +72,13 @@ class Cascade(LearnedStrategy):
         dev_inputs: Sequence[str] | None = None,
     ) -> None:
         self.check_dev(dev_outputs, dev_references, dev_inputs)
+        if self.params.calibrate:
+            self.calibrator = Calibrator().fit(dev_outputs, dev_references)
+        if self.params.threshold is None:
+            self._learn_threshold(dev_outputs, dev_references)
+        self.fitted = True
+
+    def _learn_threshold(self, dev_outputs: Sequence[Sequence[MemberAnswer]], dev_references: Sequence[str]) -> None:
         items = [(answers, ref) for answers, ref in zip(dev_outputs, dev_references, strict=True) if answers]
         if not items:
             raise EnsembleError(f"{self.name} got dev items without any member answers")
@@ -72,7 +88,7 @@ class Cascade(LearnedStrategy):
         right = np.zeros((len(items), width), dtype=bool)
         last = np.zeros(len(items), dtype=int)
         for i, (answers, ref) in enumerate(items):
-            conf[i, : len(answers)] = [answer_confidence(a) for a in answers]
+            conf[i, : len(answers)] = [answer_confidence(a, self.calibrator) for a in answers]
             right[i, : len(answers)] = [is_correct(a.answer, ref) for a in answers]
             last[i] = len(answers) - 1
 
@@ -91,7 +107,6 @@ class Cascade(LearnedStrategy):
         self.threshold = float(_GRID[best])
         self.dev_accuracy = float(accuracy[best])
         self.dev_cost = float(cost[best])
-        self.fitted = True
 
     def combine(
         self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
@@ -103,18 +118,22 @@ class Cascade(LearnedStrategy):
         consulted: list[MemberAnswer] = []
         for ans in answers:
             consulted.append(ans)
-            if answer_confidence(ans) >= threshold:
+            if answer_confidence(ans, self.calibrator) >= threshold:
                 break
         final = consulted[-1] if consulted else None
         details: dict[str, Any] = {
             "threshold": round(threshold, 6),
             "consulted": [a.member for a in consulted],
             # None: an empty answer, which no threshold accepts.
-            "confidences": {a.member: round(c, 6) if (c := answer_confidence(a)) >= 0 else None for a in consulted},
+            "confidences": {
+                a.member: round(c, 6) if (c := answer_confidence(a, self.calibrator)) >= 0 else None for a in consulted
+            },
             "answered_by": final.member if final else None,
         }
         if self.dev_accuracy is not None:
             details["dev"] = {"accuracy": round(self.dev_accuracy, 6), "cost": round(self.dev_cost or 0.0, 6)}
+        if self.calibrator is not None:
+            details["calibration"] = self.calibrator.summary()
         return Decision(
             answer=final.answer.strip() if final else "",
             details=details,

@@ -169,6 +169,10 @@ class MixtureOfAgents(ModelCallingStrategy):
             called.update({f"proposers.{i}": name for i, name in enumerate(self.params.proposers or [])})
         return called
 
+    def asks_members_again(self) -> bool:
+        # Without named proposers, the members themselves propose again in layers 2 and up.
+        return self.params.layers > 1 and self.params.proposers is None
+
     def combine(
         self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
     ) -> Decision:

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
+from ensembles.strategies.calibration import Calibrator
 from ensembles.strategies.common import LearnedStrategy, confidence, is_correct, member_order
 from ensembles.strategies.vote import vote_key
 
@@ -36,13 +37,16 @@ class Stacking(LearnedStrategy):
 
     Each distinct answer of an item is a candidate with features: for every dev member,
     whether it proposed the candidate and with what confidence (exp mean logprob, 0 when
-    unknown), plus the share of members proposing it. A logistic regression learns
-    P(candidate is correct) on dev; combine picks the candidate it rates highest.
+    unknown; temperature-scaled per member with ``calibrate``), plus the share of members
+    proposing it. A logistic regression learns P(candidate is correct) on dev; combine picks the
+    candidate it rates highest.
     """
 
     class Params(Strategy.Params):
         # Inverse L2 regularization strength of the logistic regression.
         C: float = Field(1.0, gt=0.0, le=1e4)
+        # Temperature-scale each member's confidences, fitted on dev, before they become features.
+        calibrate: bool = False
 
     params: Params
 
@@ -50,6 +54,7 @@ class Stacking(LearnedStrategy):
         super().__init__(params)
         self.members: list[str] = []
         self.model: Any = None
+        self.calibrator: Calibrator | None = None
 
     def features(self, answers: Sequence[MemberAnswer], key: str) -> list[float]:
         """Feature vector of candidate ``key`` among one item's answers."""
@@ -59,7 +64,9 @@ class Stacking(LearnedStrategy):
         for ans in answers:
             if ans.member in index and vote_key(ans.answer) == key:
                 proposed[index[ans.member]] = 1.0
-                conf[index[ans.member]] = confidence(ans, 0.0)
+                conf[index[ans.member]] = (
+                    confidence(ans, 0.0) if self.calibrator is None else self.calibrator.confidence(ans, 0.0)
+                )
         share = sum(vote_key(ans.answer) == key for ans in answers) / max(len(answers), 1)
         return [*proposed, *conf, share]
 
@@ -72,6 +79,8 @@ class Stacking(LearnedStrategy):
     ) -> None:
         self.check_dev(dev_outputs, dev_references, dev_inputs)
         self.members = member_order(dev_outputs)
+        if self.params.calibrate:
+            self.calibrator = Calibrator().fit(dev_outputs, dev_references)
         rows: list[list[float]] = []
         labels: list[int] = []
         for answers, reference in zip(dev_outputs, dev_references, strict=True):
@@ -96,8 +105,15 @@ class Stacking(LearnedStrategy):
         self.require_fit()
         found = candidates(answers)
         unknown = [ans.member for ans in answers if ans.member not in self.members]
+        calibration = {} if self.calibrator is None else {"calibration": self.calibrator.summary()}
         if not found:
-            details = {"probabilities": {}, "supporters": [], "unknown_members": unknown, "model": "none"}
+            details = {
+                "probabilities": {},
+                "supporters": [],
+                "unknown_members": unknown,
+                "model": "none",
+                **calibration,
+            }
             return Decision(answer="", details=details, member_calls=len(answers))
         rows = np.asarray([self.features(answers, key) for key in found])
         if self.model is None:
@@ -113,5 +129,6 @@ class Stacking(LearnedStrategy):
             # Members the meta-model never saw on dev only count through the vote-share feature.
             "unknown_members": unknown,
             "model": "vote_share" if self.model is None else "logistic_regression",
+            **calibration,
         }
         return Decision(answer=found[winner], details=details, member_calls=len(answers))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
-
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 
 if TYPE_CHECKING:
@@ -73,40 +71,3 @@ class MajorityVote(Strategy):
             "tied": [display[key] for key in tied] if len(tied) > 1 else [],
         }
         return Decision(answer=display[winner], details=details, member_calls=len(answers))
-
-
-@STRATEGIES.register(
-    "self_consistency",
-    pretty_name="Self-consistency",
-    reference_url="https://arxiv.org/abs/2203.11171",
-)
-class SelfConsistency(Strategy):
-    """Majority vote over k sampled generations of one member (Wang et al., 2022).
-
-    The arena feeds it the k samples of one base member as separate answers; it votes
-    whatever it receives and reports how strongly the samples agree.
-    """
-
-    class Params(Strategy.Params):
-        # Share of all samples that must give the winning answer for the vote to count as agreed.
-        min_agreement: float = Field(0.0, ge=0.0, le=1.0)
-        # Below min_agreement: keep the plurality answer anyway, or abstain with an empty answer.
-        below_agreement: Literal["keep_plurality", "abstain"] = "keep_plurality"
-
-    params: Params
-
-    def combine(
-        self, answers: list[MemberAnswer], *, item_input: str | None = None, caller: ModelCaller | None = None
-    ) -> Decision:
-        decision = MajorityVote().combine(answers)
-        # Unparseable samples stay in the denominator: they are samples that did not agree.
-        agreement = len(decision.details["supporters"]) / len(answers) if answers else 0.0
-        agreed = bool(decision.answer) and agreement >= self.params.min_agreement
-        answer = decision.answer if agreed or self.params.below_agreement == "keep_plurality" else ""
-        details = {
-            **decision.details,
-            "samples": len(answers),
-            "agreement": round(agreement, 6),
-            "agreed": agreed,
-        }
-        return Decision(answer=answer, details=details, member_calls=len(answers))

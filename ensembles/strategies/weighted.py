@@ -6,9 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
+from ensembles.strategies.calibration import Calibrator
 from ensembles.strategies.common import LearnedStrategy, confidence, is_correct, weighted_plurality
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ class WeightedVote(LearnedStrategy):
     """The answer with the largest total weight wins.
 
     dev_accuracy: a member's weight is its Laplace-smoothed dev accuracy (correct + 1) / (n + 2).
-    confidence: each answer weighs exp(its mean token logprob); nothing is learned.
+    confidence: each answer weighs exp(its mean token logprob); nothing is learned, unless
+    ``calibrate`` scales each member's confidences by a temperature fitted on dev first.
     """
 
     class Params(Strategy.Params):
@@ -37,14 +39,24 @@ class WeightedVote(LearnedStrategy):
         log_odds: bool = False
         # Confidence mode: the weight of an answer whose member reports no logprob.
         default_confidence: float = Field(0.5, ge=0.0, le=1.0)
+        # Confidence mode: temperature-scale each member's confidences, fitted on dev.
+        calibrate: bool = False
+
+        @field_validator("calibrate")
+        @classmethod
+        def _only_with_confidences(cls, value: bool, info: ValidationInfo) -> bool:
+            if value and info.data.get("weights") == "dev_accuracy":
+                raise ValueError("only the confidence weighting uses confidences; set weights to 'confidence'")
+            return value
 
     params: Params
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        # Confidence weights arrive with each answer, so only dev_accuracy has anything to learn.
-        self.needs_fit = self.params.weights == "dev_accuracy"
+        # Confidence weights arrive with each answer, so only dev accuracy or calibration has anything to learn.
+        self.needs_fit = self.params.weights == "dev_accuracy" or self.params.calibrate
         self.member_weights: dict[str, float] = {}
+        self.calibrator: Calibrator | None = None
 
     def _weight(self, p: float) -> float:
         if not self.params.log_odds:
@@ -71,11 +83,15 @@ class WeightedVote(LearnedStrategy):
                 seen[ans.member] = seen.get(ans.member, 0) + 1
                 correct[ans.member] = correct.get(ans.member, 0) + is_correct(ans.answer, reference)
         self.member_weights = {m: self._accuracy_weight(correct[m], seen[m]) for m in seen}
+        if self.params.calibrate:
+            self.calibrator = Calibrator().fit(dev_outputs, dev_references)
         self.fitted = True
 
     def answer_weight(self, ans: MemberAnswer) -> float:
         """The weight one answer carries under the configured scheme."""
         if self.params.weights == "confidence":
+            if self.calibrator is not None:
+                return self._weight(self.calibrator.confidence(ans, self.params.default_confidence))
             return self._weight(confidence(ans, self.params.default_confidence))
         # A member absent from dev gets the prior weight of an unseen member.
         return self.member_weights.get(ans.member, self._accuracy_weight(0, 0))
@@ -86,10 +102,12 @@ class WeightedVote(LearnedStrategy):
         if self.needs_fit:
             self.require_fit()
         answer, totals, supporters = weighted_plurality(answers, self.answer_weight)
-        details = {
+        details: dict[str, Any] = {
             "weighting": self.params.weights,
             "weights": totals,
             "member_weights": {ans.member: round(self.answer_weight(ans), 6) for ans in answers},
             "supporters": supporters,
         }
+        if self.calibrator is not None:
+            details["calibration"] = self.calibrator.summary()
         return Decision(answer=answer, details=details, member_calls=len(answers))

@@ -1,5 +1,6 @@
 // Live pages: a websocket brings news, the JSON snapshot brings the truth.
-// Any event, and every (re)connection, reloads the snapshot, so a missed event costs nothing.
+// An event carries the snapshot the page shows (built once for every open page); an event without
+// one, and every (re)connection, reloads it from the server, so a missed event costs nothing.
 (function () {
   "use strict";
   function esc(v) {
@@ -55,13 +56,16 @@
   }
 
   function live(table, render, badge) {
-    var delay = 500, pending = false, again = false;
+    var delay = 500, pending = false, again = false, pushes = 0;
+    function show(data, event) { render(table, data, event); table.dataset.updated = String(Date.now()); }
     function reload() {
       if (pending) { again = true; return; }
       pending = true;
+      var seen = pushes;
       fetch(table.dataset.snapshot, {credentials: "same-origin", headers: {"Accept": "application/json"}})
         .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
-        .then(function (data) { render(table, data); table.dataset.updated = String(Date.now()); })
+        // A snapshot pushed meanwhile is newer than this answer: keep it.
+        .then(function (data) { if (seen === pushes) { show(data); } })
         .catch(function () {})
         .finally(function () { pending = false; if (again) { again = false; reload(); } });
     }
@@ -69,7 +73,11 @@
       var proto = location.protocol === "https:" ? "wss://" : "ws://";
       var ws = new WebSocket(proto + location.host + table.dataset.ws);
       ws.onopen = function () { delay = 500; badge.textContent = "live"; badge.className = "live on"; reload(); };
-      ws.onmessage = reload;
+      ws.onmessage = function (ev) {
+        var event = null;
+        try { event = JSON.parse(ev.data); } catch (e) { event = null; }
+        if (event && event.snapshot) { pushes += 1; show(event.snapshot, event); } else { reload(); }
+      };
       ws.onclose = function (ev) {
         badge.className = "live off";
         if (ev.code === 4401 || ev.code === 4404) { badge.textContent = "not available"; return; }

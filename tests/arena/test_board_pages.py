@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import pytest
 
 from arena.benchmarks.services import import_suite
+from arena.evaluations.events import changed
 from arena.evaluations.models import Run, RunEntry, Score
 from arena.leaderboard import charts, services
 from arena.registry.models import BlendMember, Entry
@@ -241,6 +242,7 @@ def test_the_leaderboard_with_its_chart_keeps_a_constant_query_count(owner, team
     run, _ = board
     client = csrf_client(owner)
     client.get(board_url(team, suite))
+    changed(team.pk)  # both requests below build the board (the extra rows replace the version too)
     with CaptureQueriesContext(connection) as few:
         client.get(board_url(team, suite, "sort=compute"))
     for i in range(25):

@@ -92,6 +92,10 @@ def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, 
     client.force_login(owner)
     page = client.get(f"/t/red/runs/{run.pk}/")
     assert b"headroom of" in page.content and b"Cohen's kappa" in page.content
+    # Exact match is right or wrong: the run page also says whether adding members pays.
+    curve = Run.objects.get(pk=run.pk).results["size_curve"]
+    assert curve["sizes"] == [1, 2, 3] and len(curve["predicted"]) == len(curve["measured"]["test"]) == 3
+    assert curve["reading"] and b"Does adding members pay?" in page.content
 
 
 def test_a_second_run_of_new_blends_makes_no_new_model_calls(worker, team, owner, setup_entries):

@@ -1,21 +1,24 @@
-"""GPU affinity: every batch of a model goes to one shard's queue, and a worker on that shard alone finishes."""
+"""GPU affinity: every batch of a model, and every blend or judge that calls it, goes to one shard's queue."""
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from arena.benchmarks.services import import_suite
+from arena.evaluations import services
 from arena.evaluations.models import Run, RunEntry, State, WorkItem
 from arena.evaluations.routing import gpu_queue, gpu_queues, shard_of
 from arena.evaluations.services import create_run
-from arena.evaluations.tasks import generate_batch
-from arena.registry.services import backend_for, register_model
+from arena.evaluations.tasks import combine_blend, generate_batch, judge_run
+from arena.registry.services import backend_for, register_blend, register_model
 from ensembles.suites import get_builtin
 from tests.arena.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import make_tiny_variant
 
 FINGERPRINTS = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(64)]
 
@@ -97,3 +100,101 @@ def test_a_gpu_worker_consuming_only_its_models_shard_finishes_the_run(
     assert WorkItem.objects.filter(run=run).exclude(state=State.DONE).count() == 0
     # Nothing was left in another shard's queue, nor in the plain one no worker consumes here.
     assert {q: clean_redis.llen(q) for q in [*gpu_queues(4), "gpu"]} == dict.fromkeys([*gpu_queues(4), "gpu"], 0)
+
+
+# --- blends that call models, and judging --------------------------------------------------------
+
+
+@pytest.fixture
+def calling_team(team, owner, tiny_llama_dir, settings, tmp_path):
+    """Two members, a fuser and a judge (tiny variants), a fuser blend and a vote over the members."""
+    root = tmp_path / "models"
+    root.mkdir()
+    settings.ARENA_MODEL_ROOTS = [root]
+    models = {
+        name: register_model(
+            team, name=name, kind="hf", config={"path": str(make_tiny_variant(tiny_llama_dir, root / name, seed))}
+        )
+        for seed, name in enumerate(("tiny-a", "tiny-b", "tiny-fuser"), start=1)
+    }
+    blends = {
+        "fused": register_blend(
+            team, name="fused", strategy="gen_fuser", params={"fuser": "tiny-fuser"}, members=["tiny-a", "tiny-b"]
+        ),
+        "sc": register_blend(team, name="sc", strategy="self_consistency", params={"k": 2}, members=["tiny-b"]),
+        "vote": register_blend(team, name="vote", strategy="majority_vote", params={}, members=["tiny-a", "tiny-b"]),
+    }
+    return models, blends
+
+
+def depths(client) -> dict[str, int]:
+    return {q: client.llen(q) for q in [*gpu_queues(4), "gpu", "cpu"] if client.llen(q)}
+
+
+@pytest.mark.django_db
+def test_a_calling_blend_combines_on_its_called_models_shard_and_a_voting_blend_on_cpu(
+    calling_team, team, owner, clean_redis, settings
+):
+    settings.ARENA_GPU_SHARDS = 4
+    models, blends = calling_team
+    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    run = create_run(team, suite, list(blends.values()), user=owner)
+    services.plan_run(run.pk)  # not committed in this test, so nothing sent it; plan by hand
+    run.refresh_from_db()
+    fuser_fp, member_fp = (backend_for(models[n]).fingerprint() for n in ("tiny-fuser", "tiny-b"))
+    assert run.provenance["called_models"] == {
+        "fused": {"model": "tiny-fuser", "fingerprint": fuser_fp},
+        "sc": {"model": "tiny-b", "fingerprint": member_fp},  # self-consistency samples its member
+    }
+
+    for name, queue in (("fused", gpu_queue(fuser_fp, 4)), ("sc", gpu_queue(member_fp, 4)), ("vote", "cpu")):
+        clean_redis.flushdb()
+        combine_blend.delay(RunEntry.objects.get(run=run, entry=blends[name]).pk)
+        assert depths(clean_redis) == {queue: 1}, name
+
+
+@pytest.mark.django_db
+def test_with_one_shard_calling_blends_go_to_the_gpu_queue(calling_team, team, owner, clean_redis):
+    _, blends = calling_team
+    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    run = create_run(team, suite, [blends["fused"], blends["vote"]], user=owner)
+    services.plan_run(run.pk)
+    clean_redis.flushdb()
+    combine_blend.delay(RunEntry.objects.get(run=run, entry=blends["fused"]).pk)
+    assert depths(clean_redis) == {"gpu": 1}
+
+
+@pytest.mark.django_db
+def test_a_calling_blend_whose_model_cannot_be_checked_is_left_to_the_cpu_queue(
+    calling_team, team, owner, clean_redis, settings
+):
+    settings.ARENA_GPU_SHARDS = 4
+    models, blends = calling_team
+    for weights in Path(models["tiny-fuser"].config["path"]).glob("*.safetensors"):
+        weights.unlink()
+    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    run = create_run(team, suite, [blends["fused"]], user=owner)
+    services.plan_run(run.pk)
+    run.refresh_from_db()
+    assert "called_models" not in run.provenance
+    clean_redis.flushdb()
+    combine_blend.delay(RunEntry.objects.get(run=run, entry=blends["fused"]).pk)
+    # There its combine fails with the reason, as before routing knew of calling blends.
+    assert depths(clean_redis) == {"cpu": 1}
+
+
+@pytest.mark.django_db
+def test_judging_goes_to_the_judges_shard(calling_team, team, owner, clean_redis, settings):
+    from tests.arena.test_judge_runs import judge_suite
+
+    settings.ARENA_GPU_SHARDS = 4
+    models, _ = calling_team
+    suite = import_suite(team, judge_suite())
+    run = create_run(team, suite, [models["tiny-a"], models["tiny-b"]], user=owner, judge=models["tiny-fuser"])
+    services.plan_run(run.pk)
+    run.refresh_from_db()
+    judge_fp = backend_for(models["tiny-fuser"]).fingerprint()
+    assert run.provenance["judge"] == {"model": "tiny-fuser", "fingerprint": judge_fp}
+    clean_redis.flushdb()
+    judge_run.delay(run.pk)
+    assert depths(clean_redis) == {gpu_queue(judge_fp, 4): 1}

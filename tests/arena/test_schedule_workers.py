@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -22,7 +23,7 @@ from arena.evaluations.models import Run, RunEntry, Score, State
 from arena.evaluations.services import advance_run
 from arena.registry.models import Entry
 from arena.schedules import services
-from arena.schedules.models import Firing, Regression, RegressionAlert, Schedule
+from arena.schedules.models import Channel, Delivery, Firing, Notice, Regression, RegressionAlert, Schedule
 from arena.schedules.tasks import check_regressions
 from ensembles import stats
 from ensembles.suites import get_builtin
@@ -51,6 +52,46 @@ def webhook():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield SimpleNamespace(url=f"http://127.0.0.1:{server.server_port}/hooks/arena", received=received, answer=answer)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def scripted_webhook():
+    """A webhook receiver that answers with ``answers`` in turn (then 204) and, while ``hold`` is set,
+    keeps each request waiting until ``release`` is set; it records every request it got."""
+    received: list[dict] = []
+    answers: list[int] = []
+    holding, hold, release = threading.Event(), threading.Event(), threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the name http.server calls
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"headers": dict(self.headers), "json": json.loads(body)})
+            if hold.is_set():
+                holding.set()
+                release.wait(timeout=120)
+            try:
+                self.send_response(answers.pop(0) if answers else 204)
+                self.end_headers()
+            except OSError:
+                pass  # the sender died while we held its request
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield SimpleNamespace(
+        url=f"http://127.0.0.1:{server.server_port}/hook",
+        received=received,
+        answers=answers,
+        hold=hold,
+        holding=holding,
+        release=release,
+    )
+    release.set()
     server.shutdown()
     server.server_close()
 
@@ -103,6 +144,11 @@ def regressed_run(team, owner, suite, webhook):
     return before, after
 
 
+def notices_of(alert) -> tuple[Notice, Notice]:
+    email, hook = alert.notices.order_by("channel")
+    return email, hook
+
+
 @pytest.mark.django_db
 def test_a_regression_emails_the_owners_and_posts_the_webhook_once(team, owner, teammate, regressed_run, webhook):
     before, after = regressed_run
@@ -110,9 +156,20 @@ def test_a_regression_emails_the_owners_and_posts_the_webhook_once(team, owner, 
     teammate.save()
 
     alert = services.check_regressions(after.pk)
-    assert services.check_regressions(after.pk) is None  # a second delivery sends nothing
+    assert services.check_regressions(after.pk) is None  # a second delivery records nothing
+    email, hook = notices_of(alert)
+    assert (email.channel, email.target, hook.channel, hook.target) == (
+        Channel.EMAIL,
+        ["olivia@example.org"],
+        Channel.WEBHOOK,
+        webhook.url,
+    )
+    for notice in (email, hook):
+        assert services.send_notice(notice.pk).state == Delivery.SENT
+        assert services.send_notice(notice.pk) is None  # delivered: never again
+    hook.refresh_from_db()
+    assert alert.regressed == 1 and hook.status == 204 and hook.attempts == 1
 
-    assert alert.regressed == 1 and alert.emailed == ["olivia@example.org"] and alert.webhook_status == 204
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
     assert message.to == ["olivia@example.org"]
@@ -120,10 +177,12 @@ def test_a_regression_emails_the_owners_and_posts_the_webhook_once(team, owner, 
     assert "a: 1.000 -> 0.250 (change -0.750" in message.body and f"previous run #{before.pk}" in message.body
     assert f"/t/red/runs/{after.pk}/" in message.body
     assert "b:" not in message.body
+    assert message.extra_headers["Message-ID"].startswith(f"<{email.key}@")
 
     assert len(webhook.received) == 1
     posted = webhook.received[0]
     assert posted["path"] == "/hooks/arena" and posted["headers"]["Content-Type"] == "application/json"
+    assert posted["headers"]["Idempotency-Key"] == hook.key
     payload = posted["json"]
     assert (payload["event"], payload["team"], payload["run"], payload["suite"]) == (
         "regression",
@@ -157,17 +216,61 @@ def test_the_run_page_and_the_leaderboard_flag_the_regressed_entry(team, owner, 
 
 
 @pytest.mark.django_db
-def test_a_failing_webhook_is_recorded_and_the_email_still_goes(team, regressed_run, webhook):
+def test_a_webhook_answering_5xx_is_tried_again_later_under_the_same_key_and_the_email_still_goes(
+    team, regressed_run, webhook
+):
     _, after = regressed_run
-    webhook.answer["status"] = 500
-    alert = services.check_regressions(after.pk)
-    assert alert.webhook_status == 500 and len(mail.outbox) == 1
+    webhook.answer["status"] = 503
+    email, hook = notices_of(services.check_regressions(after.pk))
+    assert services.send_notice(email.pk).state == Delivery.SENT and len(mail.outbox) == 1
 
+    with pytest.raises(services.NoticeRetry) as retry:
+        services.send_notice(hook.pk)
+    hook.refresh_from_db()
+    assert (hook.state, hook.attempts, hook.status) == (Delivery.PENDING, 1, 503)
+    assert hook.next_attempt_at > timezone.now() and retry.value.countdown > 0
+    assert services.send_notice(hook.pk) is None  # not before its next attempt is due
+
+    webhook.answer["status"] = 204
+    Notice.objects.filter(pk=hook.pk).update(next_attempt_at=timezone.now())  # the backoff has passed
+    assert services.send_notice(hook.pk).state == Delivery.SENT
+    assert [r["headers"]["Idempotency-Key"] for r in webhook.received] == [hook.key, hook.key]
+
+
+@pytest.mark.django_db
+def test_a_webhook_that_refuses_the_notice_is_not_asked_again(team, regressed_run, webhook):
+    _, after = regressed_run
+    webhook.answer["status"] = 410
+    _, hook = notices_of(services.check_regressions(after.pk))
+    sent = services.send_notice(hook.pk)
+    assert (sent.state, sent.status, sent.error) == (Delivery.FAILED, 410, "the webhook answered 410")
+
+
+@pytest.mark.django_db
+def test_an_unreachable_webhook_and_mail_server_are_given_up_after_the_allowed_attempts(team, regressed_run, settings):
+    _, after = regressed_run
+    settings.ARENA_NOTICE_ATTEMPTS = 2
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # nothing listens on the discard port
     services.set_webhook(team, "http://127.0.0.1:9/unreachable")
-    RegressionAlert.objects.all().delete()
-    alert = services.check_regressions(after.pk)
-    assert alert.webhook_status is None and alert.webhook_error.startswith("ConnectError")
-    assert len(mail.outbox) == 2
+    for notice in notices_of(services.check_regressions(after.pk)):
+        with pytest.raises(services.NoticeRetry):
+            services.send_notice(notice.pk)
+        Notice.objects.filter(pk=notice.pk).update(next_attempt_at=timezone.now())
+        last = services.send_notice(notice.pk)
+        assert (last.state, last.attempts) == (Delivery.FAILED, 2)
+        assert last.error.startswith("gave up after 2 attempts: ") and "Connect" in last.error
+
+
+@pytest.mark.django_db
+def test_notices_whose_message_was_lost_are_sent_again_by_the_sweep(clean_redis, team, regressed_run):
+    _, after = regressed_run
+    services.check_regressions(after.pk)  # the test's transaction never commits: the send tasks never leave
+    assert clean_redis.llen("cpu") == 0
+    assert services.resend_overdue(grace_s=60) == 0  # not overdue yet
+    assert services.resend_overdue(grace_s=0) == 2
+    assert clean_redis.llen("cpu") == 2
+    assert PeriodicTask.objects.filter(task="arena.schedules.tasks.resend_overdue", enabled=True).exists()
 
 
 @pytest.mark.django_db
@@ -262,3 +365,69 @@ def test_a_real_beat_fires_a_schedule_at_its_cron_slot_and_a_worker_starts_the_r
 
     assert firing.slot.second == 0 and firing.slot.microsecond == 0
     assert firing.run is not None and firing.run.suite == suite
+
+
+def _close_with_a_regression(team, suite) -> Run:
+    a, b = model(team, "a"), model(team, "b")
+    record(suite, {a: [1.0] * 20, b: [1.0] * 20})
+    closing = record(suite, {a: [0.0] * 20, b: [1.0] * 20}, state=State.RUNNING)
+    advance_run(closing.pk)  # every entry is done: the run closes and the check is queued
+    return closing
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_while_sending_a_notice_leaves_it_to_another_under_the_same_key(
+    clean_redis, worker_roots, team, suite, scripted_webhook
+):
+    services.set_webhook(team, scripted_webhook.url)
+    scripted_webhook.hold.set()
+    env = {"ARENA_NOTICE_LEASE_S": "2", "ARENA_NOTICE_RETRY_S": "1"}
+    first = WorkerProcess(worker_roots, extra_env=env).start()
+    try:
+        closing = _close_with_a_regression(team, suite)
+        # Recorded, and the POST under way: the worker dies before it hears the answer.
+        assert scripted_webhook.holding.wait(timeout=90), "the notice never reached the webhook"
+        first.kill()
+    finally:
+        first.stop()
+    notice = Notice.objects.get(alert__run=closing)
+    assert (notice.state, notice.attempts) == (Delivery.PENDING, 1)
+    scripted_webhook.hold.clear()
+    scripted_webhook.release.set()
+
+    second = WorkerProcess(worker_roots, extra_env=env).start()
+    try:
+        time.sleep(2.5)  # the dead worker's claim runs out (ARENA_NOTICE_LEASE_S)
+        # What the beat's sweep does every minute: the notice is overdue and nobody holds it.
+        assert services.resend_overdue(grace_s=0) == 1
+        wait_for(lambda: Notice.objects.get(pk=notice.pk).state == Delivery.SENT, timeout=60, what="the second worker")
+    finally:
+        second.stop()
+
+    notice.refresh_from_db()
+    assert (notice.attempts, notice.status) == (2, 204)
+    keys = [r["headers"]["Idempotency-Key"] for r in scripted_webhook.received]
+    assert keys == [notice.key, notice.key]  # the receiver can tell the repeat from a new regression
+    assert scripted_webhook.received[0]["json"] == scripted_webhook.received[1]["json"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_failing_twice_gets_the_notice_on_the_third_attempt_with_backoff(
+    clean_redis, worker_roots, team, suite, scripted_webhook
+):
+    services.set_webhook(team, scripted_webhook.url)
+    scripted_webhook.answers.extend([503, 503])
+    worker = WorkerProcess(worker_roots, extra_env={"ARENA_NOTICE_RETRY_S": "1"}).start()
+    try:
+        closing = _close_with_a_regression(team, suite)
+        notice = wait_for(
+            lambda: Notice.objects.filter(alert__run=closing, state=Delivery.SENT).first(),
+            timeout=90,
+            what="the notice to get through",
+        )
+    finally:
+        worker.stop()
+    assert (notice.attempts, notice.status) == (3, 204)
+    assert [r["headers"]["Idempotency-Key"] for r in scripted_webhook.received] == [notice.key] * 3

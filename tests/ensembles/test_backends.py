@@ -47,6 +47,21 @@ def test_sampling_is_reproducible_for_a_seed(tiny_llama_dir, options):
     assert [g.text for g in backend.generate(PROMPTS, params)] == [g.text for g in backend.generate(PROMPTS, params)]
 
 
+def test_a_sample_depends_on_its_prompt_and_seed_not_on_the_batch_it_shares(tiny_llama_dir, options):
+    backend = make_backend("hf", {"path": str(tiny_llama_dir), "batch_size": 8}, options=options)
+    params = DecodingParams(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=7, stop=())
+    batched = backend.generate(PROMPTS, params)
+    alone = [backend.generate([p], params)[0] for p in PROMPTS]
+    reordered = backend.generate(PROMPTS[::-1], params)[::-1]
+    assert [g.text for g in batched] == [g.text for g in alone] == [g.text for g in reordered]
+    for g in batched:
+        # The drawn tokens' log-probabilities under the warped distribution, one per kept token.
+        assert len(g.token_logprobs) == g.completion_tokens > 0
+        assert all(lp <= 0 for lp in g.token_logprobs)
+    other_seeds = [backend.generate(PROMPTS, params.model_copy(update={"seed": s})) for s in (8, 9)]
+    assert len({tuple(g.text for g in run) for run in [batched, *other_seeds]}) == 3
+
+
 def test_loglikelihood_of_a_continuation_is_a_finite_negative_number(tiny_llama_dir, options):
     backend = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
     one, two = backend.loglikelihood([("What is", " 3"), ("What is", " 3 + 4")])

@@ -189,6 +189,18 @@ def test_mixture_of_agents_with_one_layer_aggregates_the_stored_answers_and_name
     assert named.combine([ma("a", "3")], item_input=QUESTION, caller=caller).answer == "12"
 
 
+def test_only_mixture_of_agents_without_named_proposers_asks_its_members_again():
+    asks = {
+        "layers 2, members propose": ({"aggregator": "agg", "layers": 2}, True),
+        "layers 1": ({"aggregator": "agg", "layers": 1}, False),
+        "named proposers": ({"aggregator": "agg", "layers": 3, "proposers": ["x"]}, False),
+    }
+    for case, (params, expected) in asks.items():
+        assert make_strategy("mixture_of_agents", params).asks_members_again() is expected, case
+    assert not make_strategy("gen_fuser", {"fuser": "f"}).asks_members_again()
+    assert not make_strategy("majority_vote").asks_members_again()
+
+
 # --- pipeline ---------------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from ensembles.errors import EnsembleError, ParamsError
 from ensembles.strategies import STRATEGIES, MemberAnswer, make_strategy
 from ensembles.strategies.selection import mutual_information
 
-LEARNED = ["weighted_vote", "stacking", "mi_selection", "cascade", "router", "bagging"]
+LEARNED = ["weighted_vote", "stacking", "mi_selection", "cascade", "router", "bagging", "boosting"]
 
 
 def ma(member: str, answer: str, p: float | None = None) -> MemberAnswer:

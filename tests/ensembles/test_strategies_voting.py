@@ -1,4 +1,4 @@
-"""Voting and pooling strategies that combine one item's answers: weighted vote, self-consistency, pooling."""
+"""Voting and pooling strategies that combine one item's answers: weighted vote and pooling."""
 
 import math
 
@@ -88,35 +88,6 @@ def test_weighted_vote_needs_fit_only_when_weighting_by_dev_accuracy():
     assert make_strategy("weighted_vote", {"weights": "dev_accuracy"}).needs_fit is True
 
 
-# --- self_consistency --------------------------------------------------------------------------------
-
-
-def samples(*answers: str) -> list[MemberAnswer]:
-    return [ma(f"m#{i}", a) for i, a in enumerate(answers)]
-
-
-def test_self_consistency_returns_the_most_common_sampled_answer_and_its_agreement():
-    decision = make_strategy("self_consistency").combine(samples("12", "12", "7", "12", ""))
-    assert decision.answer == "12"
-    assert decision.details["agreement"] == 0.6
-    assert decision.details["samples"] == 5
-    assert decision.details["agreed"] is True
-    assert decision.member_calls == 5
-
-
-def test_self_consistency_keeps_the_plurality_below_min_agreement_by_default():
-    sc = make_strategy("self_consistency", {"min_agreement": 0.8})
-    decision = sc.combine(samples("12", "12", "7", "12", ""))
-    assert decision.answer == "12"
-    assert decision.details["agreed"] is False
-
-
-def test_self_consistency_can_abstain_when_the_samples_disagree_too_much():
-    sc = make_strategy("self_consistency", {"min_agreement": 0.8, "below_agreement": "abstain"})
-    assert sc.combine(samples("12", "12", "7", "12", "")).answer == ""
-    assert sc.combine(samples("12", "12", "12", "12", "7")).answer == "12"
-
-
 # --- logprob_pool ------------------------------------------------------------------------------------
 
 
@@ -183,10 +154,9 @@ def test_logprob_pool_copes_with_log_likelihoods_far_below_zero():
 
 
 def test_non_learning_strategies_combine_without_fit():
-    for name in ("self_consistency", "logprob_pool"):
-        strategy = make_strategy(name)
-        assert strategy.needs_fit is False
-        assert strategy.combine([ma("a", "1")]).answer == "1"
+    strategy = make_strategy("logprob_pool")
+    assert strategy.needs_fit is False
+    assert strategy.combine([ma("a", "1")]).answer == "1"
 
 
 def test_weighted_vote_refuses_to_combine_before_it_has_seen_dev():

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from arena.registry import views
+
+urlpatterns = [
+    path("t/<slug:team>/entries/<int:entry_id>/materialize/", views.materialize, name="materialize"),
+]

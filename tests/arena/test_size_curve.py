@@ -1,0 +1,126 @@
+"""The run page's "Does adding members pay?": the measured vote of the best n members and the copula model."""
+
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from arena.benchmarks.services import import_suite
+from arena.evaluations.models import Run, RunEntry, Score
+from arena.leaderboard import services
+from arena.registry.models import BlendMember, Entry
+from ensembles import copula
+from ensembles.suites import get_builtin
+from tests.arena.conftest import csrf_client
+
+pytestmark = pytest.mark.django_db
+
+ACCURACY = {"a": 0.75, "b": 0.65, "c": 0.6, "d": 0.55}
+
+
+@pytest.fixture
+def suite(team):
+    return import_suite(team, get_builtin("arithmetic", size=40))  # 20 dev + 20 test items
+
+
+def make_run(team, suite, *, splits=("dev", "test"), state="done", value=lambda right: float(right)) -> Run:
+    """Four single models whose correctness shares a latent factor, and a vote over them.
+
+    Right answers agree; each member's wrong answers are its own, as on an open question.
+    """
+    run = Run.objects.create(team=team, suite=suite, splits=list(splits), state=state)
+    items = list(suite.items.filter(split__in=splits).order_by("position"))
+    latent = np.random.default_rng(7).multivariate_normal(
+        np.zeros(4), np.full((4, 4), 0.5) + 0.5 * np.eye(4), len(items)
+    )
+    right = latent < sps.norm.ppf(list(ACCURACY.values()))
+    members = [Entry.objects.create(team=team, name=n, kind="gguf", config={"path": f"/m/{n}.gguf"}) for n in ACCURACY]
+    vote = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
+    for i, m in enumerate(members):
+        BlendMember.objects.create(blend=vote, member=m, position=i)
+    for col, entry in enumerate(members):
+        RunEntry.objects.create(run=run, entry=entry, state=state, total_items=len(items), done_items=len(items))
+        for row, item in enumerate(items):
+            ok = bool(right[row, col])
+            Score.objects.create(
+                run=run, entry=entry, item=item, prediction="42" if ok else f"{entry.name}-{row}", value=value(ok)
+            )
+    RunEntry.objects.create(run=run, entry=vote, state=state)
+    return run
+
+
+def accuracy_on(run: Run, name: str, split: str) -> float:
+    values = Score.objects.filter(run=run, entry__name=name, item__split=split).values_list("value", flat=True)
+    return sum(values) / len(values)
+
+
+def test_a_finished_run_shows_whether_adding_members_pays_in_its_json_api_and_page(owner, team, suite, api):
+    run = make_run(team, suite)
+    client = csrf_client(owner)
+    curve = client.get(f"/t/{team.slug}/runs/{run.pk}/?format=json").json()["size_curve"]
+
+    dev = {n: accuracy_on(run, n, "dev") for n in ACCURACY}
+    assert curve["members"] == sorted(dev, key=lambda n: (-dev[n], n))
+    assert curve["sizes"] == [1, 2, 3, 4] and curve["fit_split"] == "dev"
+    assert curve["items"] == {"dev": 20, "test": 20}
+    assert curve["accuracy"] == pytest.approx([dev[n] for n in curve["members"]])
+    assert len(curve["predicted"]) == 4 and all(0.0 <= p <= 1.0 for p in curve["predicted"])
+    # A vote of one is the best dev member alone, on either split.
+    best = curve["members"][0]
+    assert curve["measured"]["dev"][0] == pytest.approx(dev[best])
+    assert curve["measured"]["test"][0] == pytest.approx(accuracy_on(run, best, "test"))
+    assert len(curve["measured"]["dev"]) == len(curve["measured"]["test"]) == 4
+    # The asymptote follows from the fitted means, and the reading quotes it.
+    assert curve["asymptote"] == pytest.approx(
+        copula.vote_asymptote(curve["mean_accuracy"], curve["mean_correlation"]), abs=1e-3
+    )
+    assert 0.0 < curve["mean_correlation"] < 1.0
+    assert f"levels off at {curve['asymptote']:.0%}" in curve["reading"]
+    assert f"ρ̄={curve['mean_correlation']:.2f}" in curve["reading"]
+
+    assert api("get", f"/runs/{run.pk}").json()["size_curve"] == curve
+
+    page = client.get(f"/t/{team.slug}/runs/{run.pk}/")
+    body = page.content.decode()
+    assert "Does adding members pay?" in body and 'id="fig-size-curve"' in body and escape(curve["reading"]) in body
+    traces = page.context["size_chart"]["data"]
+
+    def y(name_start: str) -> list[float]:
+        return list(next(t for t in traces if t["name"].startswith(name_start))["y"])
+
+    assert y("measured, dev") == curve["measured"]["dev"] and y("measured, test") == curve["measured"]["test"]
+    assert y("model's prediction") == curve["predicted"]
+    assert y("model's limit") == [curve["asymptote"]] * 2
+
+
+def test_the_curve_is_computed_once_per_run_and_then_costs_no_query(owner, team, suite, django_assert_num_queries):
+    run = make_run(team, suite)
+    first = services.run_size_curve(Run.objects.select_related("suite").get(pk=run.pk))
+    stored = Run.objects.select_related("suite").get(pk=run.pk)
+    assert stored.results["size_curve"] == first
+    with django_assert_num_queries(0):
+        assert services.run_size_curve(stored) == first
+
+
+def test_scores_on_a_scale_get_no_curve(owner, team, suite, api):
+    run = make_run(team, suite, value=lambda right: 0.9 if right else 0.3)
+    assert api("get", f"/runs/{run.pk}").json()["size_curve"] is None
+    page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/")
+    assert page.context["size_chart"] is None and "Does adding members pay?" not in page.content.decode()
+
+
+def test_a_run_without_dev_items_fits_the_model_on_test_and_says_so(owner, team, suite):
+    run = make_run(team, suite, splits=("test",))
+    body = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/").content.decode()
+    curve = Run.objects.get(pk=run.pk).results["size_curve"]
+    assert curve["fit_split"] == "test" and list(curve["measured"]) == ["test"]
+    assert "this run has no dev items" in body
+
+
+def test_a_run_still_going_has_no_curve_and_stores_nothing(team, suite, api):
+    run = make_run(team, suite, state="running")
+    assert api("get", f"/runs/{run.pk}").json()["size_curve"] is None
+    assert Run.objects.get(pk=run.pk).results == {}
