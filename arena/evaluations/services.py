@@ -1043,7 +1043,7 @@ def requeue_stale(stale_after_s: float | None = None) -> int:
     their combine after that long: their message was lost, sent while the broker was away. Every
     step claims its row conditionally, so a step sent twice still runs once.
     """
-    from arena.evaluations.tasks import combine_blend, generate_batch, plan_run
+    from arena.evaluations.tasks import combine_blend, generate_batch, judge_run, plan_run
 
     if stale_after_s is None:
         stale_after_s = settings.CELERY_TASK_TIME_LIMIT
@@ -1057,6 +1057,22 @@ def requeue_stale(stale_after_s: float | None = None) -> int:
             n += 1
     for pk in Run.objects.filter(state=State.QUEUED, created_at__lt=stale).values_list("pk", flat=True):
         plan_run.delay(pk)
+        n += 1
+    # Batches still queued in a run that has made no progress for that long: their messages went
+    # with a broker that keeps nothing on disk. A run that is moving is left alone, so a long queue
+    # is not flooded with copies (and a copy of a batch already claimed does nothing).
+    idle = (
+        Run.objects.filter(state=State.RUNNING, started_at__lt=stale)
+        .exclude(work_items__claimed_at__gte=stale)
+        .exclude(work_items__finished_at__gte=stale)
+    )
+    for pk in WorkItem.objects.filter(run__in=idle, state=State.QUEUED).values_list("pk", flat=True):
+        generate_batch.delay(pk)
+        n += 1
+    # A judging queued that long in an idle run: its message was lost the same way (one under way
+    # is left to requeue_unfinished, since a second judge_run would judge beside it).
+    for pk in Run.objects.filter(pk__in=idle, judge_state=State.QUEUED).values_list("pk", flat=True):
+        judge_run.delay(pk)
         n += 1
     blends = RunEntry.objects.filter(
         run__state=State.RUNNING, entry__kind="blend", state=State.RUNNING, started_at__lt=stale

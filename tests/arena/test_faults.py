@@ -318,6 +318,47 @@ def test_a_broker_outage_mid_run_delays_the_run_and_loses_nothing(
     assert Generation.objects.count() == TEST_ITEMS * len(members)
 
 
+def test_batches_a_broker_without_persistence_lost_are_sent_again_by_the_sweep(
+    worker_roots, team, owner, arena, endpoint, tmp_path
+):
+    suite, members, blend = arena
+    broker = RedisServer(tmp_path).start()
+    # A worker on the cpu queue only plans the run: its batches wait on the gpu queue.
+    planner = WorkerProcess(worker_roots, queues="cpu", log_path=tmp_path / "planner.log")
+    planner.env["REDIS_URL"] = broker.url
+    worker = WorkerProcess(worker_roots, log_path=tmp_path / "worker.log")
+    worker.env["REDIS_URL"] = broker.url
+    try:
+        planner.start()
+        run_id = create_run_elsewhere(broker.url, suite.pk, [e.pk for e in (*members, blend)])
+        wait_for(
+            lambda: (
+                Run.objects.get(pk=run_id).state == State.RUNNING and WorkItem.objects.filter(run_id=run_id).exists()
+            ),
+            timeout=120,
+            what="the run to be planned",
+        )
+        planner.stop()
+        # The broker comes back empty, as one that keeps nothing on disk does: every queued batch is gone.
+        redis.Redis.from_url(broker.url).flushall()
+        worker.start()
+        time.sleep(3)
+        assert not endpoint.requests, "a batch ran although its message was lost"
+        lost = WorkItem.objects.filter(run_id=run_id, state=State.QUEUED).count()
+        assert lost == WorkItem.objects.filter(run_id=run_id).count() > 0
+        assert sweep_elsewhere(broker.url, stale_after_s=2) == lost
+        run = wait_for(lambda: finished(run_id), timeout=240, what="the run to finish after the sweep")
+        # A run that is moving is not swept again: nothing of it is queued or idle any more.
+        assert sweep_elsewhere(broker.url, stale_after_s=2) == 0
+    finally:
+        worker.stop()
+        planner.stop()
+        broker.kill()
+
+    assert_scored_once(run, [*members, blend])
+    assert Generation.objects.count() == TEST_ITEMS * len(members)
+
+
 def test_with_every_live_event_lost_a_reconnecting_page_shows_what_the_database_holds(
     clean_redis, worker_roots, team, owner, arena, client
 ):
