@@ -24,12 +24,14 @@ up: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench
+	$(VENV)/bin/mypy
 	ARENA_DATA_DIR=$(CURDIR)/data/test $(PY) manage.py fetch_models
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/data/test \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench
+	$(VENV)/bin/mypy
 
 venv: $(VENV)/.installed
 

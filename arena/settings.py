@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # As an app, django-ninja serves its bundled Swagger UI from static/ninja/ instead of a CDN.
+    "ninja",
     "django_celery_beat",
     "axes",
     "arena.core",
@@ -236,16 +238,19 @@ STATICFILES_FINDERS = [
     "arena.core.staticfiles.PlotlyFinder",
 ]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+# Collected files get hashed names, gzip and a year's max-age (plotly.min.js is 4.8 MB): in
+# production, and under `manage.py up`, which runs collectstatic first and sets this for its children.
+COLLECTED_STATIC = PRODUCTION or env_bool("ARENA_COLLECTED_STATIC", False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if PRODUCTION
+        "BACKEND": "arena.core.staticfiles.CollectedStaticStorage"
+        if COLLECTED_STATIC
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-WHITENOISE_USE_FINDERS = not PRODUCTION
-if not PRODUCTION:
+WHITENOISE_USE_FINDERS = not COLLECTED_STATIC
+if not COLLECTED_STATIC:
     # Development serves static files through the finders; the empty root keeps WhiteNoise quiet.
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 

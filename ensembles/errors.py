@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 
 class EnsembleError(Exception):
@@ -41,7 +42,7 @@ class ParamsError(EnsembleError, ValueError):
         return cls(f"invalid params for '{name}': " + "; ".join(problems))
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     """Render one pydantic error, spelling out the allowed range or values when known."""
     ctx = err.get("ctx") or {}
     kind = err.get("type", "")

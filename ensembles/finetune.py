@@ -106,7 +106,7 @@ def finetune(
     # float32 weights: AdamW on bf16 weights loses small updates; autocast gives the GPU its speed.
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=torch.float32, local_files_only=True, trust_remote_code=False, use_safetensors=True
-    ).to(device)
+    ).to(device)  # type: ignore[arg-type]  # wraps() hands mypy Module.to's unbound signature, self included
     if method == "lora":
         model = _with_lora(model, lora_rank)
     rows = [_encode(tokenizer, prompt, answer, chat_template, stop) for prompt, answer in examples]

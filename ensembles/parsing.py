@@ -23,11 +23,11 @@ MAX_ALIAS_EXPANSION = 10_000
 class BoundedSafeLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses nesting deeper than MAX_DEPTH and aliases that expand too far or loop."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
             mark = self.peek_event().start_mark
             raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
@@ -37,7 +37,7 @@ class BoundedSafeLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def compose_document(self):
+    def compose_document(self) -> yaml.Node | None:
         node = super().compose_document()
         distinct: set[int] = set()
         expanded = _expanded_size(node, {}, set(), distinct)

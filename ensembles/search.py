@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -40,7 +40,7 @@ PARAM_GRID: dict[str, list[dict[str, Any]]] = {
     ],
     "logprob_pool": [{"pool": "linear"}, {"pool": "log_linear"}],
     "stacking": [{"C": 0.1}, {"C": 1.0}, {"C": 10.0}],
-    "mi_selection": [{"k": k} for k in (1, 2, 3, 4)],
+    "mi_selection": [{"k": k} for k in (2, 3, 4)],  # k=1 would be one member alone
     "cascade": [{"max_cost": c} for c in (1.25, 1.5, 2.0, 3.0)],
     "router": [{"method": "knn", "k": 5}, {"method": "logreg"}],
     "bagging": [{"base": "stacking", "n_estimators": 10}],
@@ -55,6 +55,9 @@ LEFT_OUT = {
 
 # Strategies that read their members as ordered from cheapest to dearest.
 COST_ORDERED = {"cascade"}
+
+# The reference points: each member alone, answering every item itself (never a registrable blend).
+SINGLE = "single"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        if self.strategy == SINGLE:
+            return f"{self.members[0]} alone (member)"
         shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.strategy}({shown}) over {' + '.join(self.members)}"
 
@@ -172,10 +177,50 @@ def _round(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
+def verdict(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether any candidate within the budget beats the best member alone on dev by more than its standard error.
+
+    Reads ``SearchResult.as_dict()`` (what the arena stores), so searches stored earlier get one too.
+    Returns None when there is no member or no estimated candidate to compare.
+    """
+    members = [m for m in results.get("members", []) if m.get("quality") is not None]
+    candidates = [
+        c
+        for c in results.get("candidates", [])
+        if c.get("quality") is not None
+        and not c.get("error")
+        and c.get("within_budget")
+        and not one_member_only(c["strategy"], c["params"])  # a search stored before these were left out
+    ]
+    if not members or not candidates:
+        return None
+    best_member = max(members, key=lambda m: (m["quality"], -m["cost"][results.get("metric", "calls")]))
+    # The strongest claim to beat it is the highest estimate less one standard error.
+    claim = max(candidates, key=lambda c: (c["quality"] - (c["stderr"] or 0.0), c["quality"]))
+    beats = claim["quality"] - (claim["stderr"] or 0.0) > best_member["quality"]
+    best = claim if beats else max(candidates, key=lambda c: c["quality"])
+    member = best_member["members"][0]
+    numbers = f"{best['quality']:.2f} ± {(best['stderr'] or 0.0):.2f} vs {best_member['quality']:.2f}"
+    if beats:
+        text = f"{best['label']} beats {member} alone on dev by more than its standard error ({numbers})."
+    else:
+        text = (
+            f"No blend beats {member} alone on dev by more than its standard error "
+            f"(the best blend, {best['label']}: {numbers})."
+        )
+    return {"beats": beats, "member": member, "member_quality": best_member["quality"], "candidate": best, "text": text}
+
+
 # --- The space ------------------------------------------------------------------------------
 
 
-def takes_embedder(cls: type[Strategy]) -> bool:
+class EmbedderStrategy(Protocol):
+    """A strategy class whose constructor also takes the sentence encoder it reads inputs with."""
+
+    def __call__(self, params: dict[str, Any] | None = None, *, embedder: Embedder | None = None) -> Strategy: ...
+
+
+def takes_embedder(cls: type[Strategy]) -> TypeGuard[EmbedderStrategy]:
     """Whether a strategy reads the inputs through a sentence encoder (router, pair_ranker, bagging)."""
     return "embedder" in inspect.signature(cls.__init__).parameters
 
@@ -226,6 +271,8 @@ def _calibrated(cls: type[Strategy], grid: list[dict[str, Any]]) -> list[dict[st
 def _applies(cls: type[Strategy], params: dict[str, Any], members: Sequence[str]) -> bool:
     """Whether these params make sense for this many members (and the strategy accepts them)."""
     size = len(members)
+    if one_member_only(cls.name, params):
+        return False  # whatever it learns, one member answers: that member alone, not a blend
     if cls.name == "mi_selection" and params.get("k", 3) >= size:
         return False  # picking every member is majority_vote over them
     if cls.name == "cascade" and params.get("max_cost", 1.5) > size:
@@ -235,6 +282,18 @@ def _applies(cls: type[Strategy], params: dict[str, Any], members: Sequence[str]
     except EnsembleError:
         return False
     return True
+
+
+def one_member_only(strategy: str, params: dict[str, Any]) -> bool:
+    """Whether these params let the strategy consult only one member for every item, over any subset."""
+    if strategy == "mi_selection":
+        return params.get("k", 3) <= 1  # picks one member on dev and votes it alone
+    if strategy == "boosting":
+        return params.get("rounds", 10) <= 1  # one round weights one member
+    if strategy == "cascade":
+        # Consulting at most one member per item on average means always stopping at the first.
+        return params.get("threshold") is None and params.get("max_cost", 1.5) <= 1.0
+    return False
 
 
 def enumerate_candidates(
@@ -408,7 +467,7 @@ class _Evaluator:
             answer = next((a.answer for a in item.answers if a.member == name), "")
             values.append(self.score(i, answer))
             costs.append(item.costs.get(name, Cost()))
-        return self.summarize(Candidate("single", (name,)), values, costs)
+        return self.summarize(Candidate(SINGLE, (name,)), values, costs)
 
 
 def cross_validate(

@@ -248,7 +248,7 @@ def bradley_terry_intervals(
 
 
 def _member_matrix(values: Sequence[Sequence[float]] | np.ndarray, dtype: type = np.float64) -> np.ndarray:
-    matrix = np.asarray(values, dtype=dtype)
+    matrix: np.ndarray = np.asarray(values, dtype=dtype)
     if matrix.ndim != 2 or matrix.shape[0] < 1 or matrix.shape[1] < 1:
         raise ValueError(f"expected a non-empty members x items matrix, got shape {matrix.shape}")
     return matrix

@@ -98,6 +98,20 @@ def suite_upload(request, team: str):
     return redirect("suite", team=t.slug, suite_id=suite.pk)
 
 
+def _item_row(item) -> dict:
+    """An item as the page shows it: input, choices and reference, then any other field that is set."""
+    data = {k: v for k, v in item.data.items() if v is not None and k not in ("id", "split")}
+    rest = {k: v for k, v in data.items() if k not in ("input", "choices", "reference")}
+    return {
+        "key": item.key,
+        "split": item.split,
+        "input": data.get("input", ""),
+        "choices": data.get("choices") or [],
+        "reference": data.get("reference", ""),
+        "rest": json.dumps(rest, ensure_ascii=False) if rest else "",
+    }
+
+
 @login_required
 def suite_detail(request, team: str, suite_id: int):
     t = team_for(request.user, team)
@@ -111,7 +125,7 @@ def suite_detail(request, team: str, suite_id: int):
             "team": t,
             "suite": suite,
             "manifest_json": json.dumps(suite.manifest, indent=2, ensure_ascii=False),
-            "items": [{"key": i.key, "split": i.split, "data": json.dumps(i.data, ensure_ascii=False)} for i in items],
+            "items": [_item_row(i) for i in items],
             "more": suite.n_items - len(items),
             "versions": versions,
         },

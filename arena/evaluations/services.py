@@ -32,7 +32,7 @@ from arena.benchmarks.services import library_item, library_suite
 from arena.evaluations import events, signals
 from arena.evaluations.models import TERMINAL, Comparison, Generation, Run, RunEntry, Score, State, WorkItem
 from arena.registry.models import Entry
-from arena.registry.services import backend_for
+from arena.registry.services import backend_for, not_built
 from arena.teams.models import Team
 from ensembles import stats
 from ensembles.backends import BackendError, DecodingParams, LoglikelihoodUnsupported, ModelPool, TransientBackendError
@@ -127,6 +127,14 @@ def create_run(
                 blends.append(member)
         if make_strategy(entry.strategy, entry.params).needs_fit and "dev" not in splits:
             splits.append("dev")  # learned strategies fit on dev; the board still reports test
+    # A merge whose weights are not built (queued, running or failed) has nothing to run yet.
+    unbuilt = not_built([*targets.values(), *members.values()])
+    if unbuilt:
+        raise ValidationError(
+            {"entries": f"merges not built into weights yet cannot run: {'; '.join(unbuilt)}; wait or rebuild them"}
+        )
+    if judge is not None and (unbuilt_judge := not_built([judge])):
+        raise ValidationError({"judge": f"the judge is a merge not built into weights yet: {unbuilt_judge[0]}"})
     total = SuiteItem.objects.filter(suite=suite, split__in=splits).count()
     if total == 0:
         raise ValidationError({"splits": "the suite has no items in these splits"})

@@ -7,6 +7,7 @@ Each function takes data the services already computed and returns ``{"data": [.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime, timedelta
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -254,17 +255,19 @@ def size_gain(curve: dict | None) -> dict | None:
                 hovertemplate=f"best %{{x}}, {split}: %{{y:.3f}}<extra></extra>",
             )
         )
-    fig.add_trace(
-        go.Scatter(
-            name=f"model's prediction (Gaussian copula fitted on {fit})",
-            x=sizes,
-            y=curve["predicted"],
-            mode="lines",
-            line={"color": BLEND, "dash": "dash"},
-            hovertemplate="best %{x}, model: %{y:.3f}<extra></extra>",
-        )
-    )
     if curve["asymptote"] is not None:
+        # Without an asymptote the copula had nothing to fit (every member always right or always
+        # wrong), and a drawn prediction would only look like one.
+        fig.add_trace(
+            go.Scatter(
+                name=f"model's prediction (Gaussian copula fitted on {fit})",
+                x=sizes,
+                y=curve["predicted"],
+                mode="lines",
+                line={"color": BLEND, "dash": "dash"},
+                hovertemplate="best %{x}, model: %{y:.3f}<extra></extra>",
+            )
+        )
         limit = curve["asymptote"]
         fig.add_trace(
             go.Scatter(
@@ -276,8 +279,8 @@ def size_gain(curve: dict | None) -> dict | None:
                 hovertemplate=f"n → ∞: {limit:.3f}<extra></extra>",
             )
         )
+    # No title: the card around the chart already asks the question.
     fig.update_layout(
-        title={"text": "Does adding members pay?", "x": 0},
         xaxis={
             "title": {"text": f"members in the vote, best on {fit} first"},
             "tickvals": sizes,
@@ -337,5 +340,10 @@ def score_history(points: list[dict]) -> dict | None:
         yaxis_title="score (95% CI)",
         height=340,
         legend={"orientation": "h", "y": -0.2},
+        xaxis={"tickformat": "%d %b %H:%M"},
     )
+    # Runs minutes apart (or one run) would get ticks milliseconds apart: widen the axis to hours.
+    times = [datetime.fromisoformat(p["at"]) for p in points]
+    if max(times) - min(times) < timedelta(hours=2):
+        fig.update_xaxes(range=[(min(times) - timedelta(hours=1)).isoformat(), (max(times) + timedelta(hours=1)).isoformat()])
     return _figure(fig)

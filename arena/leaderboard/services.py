@@ -380,9 +380,13 @@ def entry_provenance(entry: Entry) -> dict:
             "calls_models": cls.calls_models,
         }
         try:
-            out["strategy"]["params"] = cls(entry.params).params.model_dump(mode="json")
+            strategy = cls(entry.params)
         except EnsembleError as exc:
             out["strategy"]["params_error"] = str(exc)
+        else:
+            out["strategy"]["params"] = strategy.params.model_dump(mode="json")
+            # Whether it learns can depend on the parameters (a confidence vote does not, unless calibrated).
+            out["strategy"]["learns_on_dev"] = strategy.needs_fit
     return out
 
 

@@ -6,6 +6,7 @@ Written in Python rather than as a template: 500 rows of 13 cells took Django's 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 
 from django.utils.safestring import SafeString, mark_safe
@@ -19,6 +20,14 @@ EMPTY = '<tr><td colspan="13" class="muted">Nothing evaluated on this suite yet.
 
 def _num(value, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def _evaluated(iso: str | None) -> str:
+    """A short UTC time ("23 Nov 02:21") with the full one on hover; live.js writes the same."""
+    if not iso:
+        return ""
+    at = datetime.fromisoformat(iso).astimezone(UTC)
+    return f'<time datetime="{escape(iso)}" title="{at:%Y-%m-%d %H:%M:%S} UTC">{at:%d %b %H:%M}</time>'
 
 
 def board_rows(rows: list[dict], team_slug: str) -> SafeString:
@@ -39,16 +48,18 @@ def board_rows(rows: list[dict], team_slug: str) -> SafeString:
             )
         latency = f"{r['latency_p50']:.2f} / {_num(r['latency_p95'], 2)}" if r["latency_p50"] is not None else ""
         rank = "" if r["rank_upper_bound"] is None else r["rank_upper_bound"]
+        members = " ".join(f'<span class="chip">{escape(m)}</span>' for m in r["members"])
         out.append(
-            f'<tr data-entry="{name}">\n  <td>{position}</td>\n'
-            f'  <td><a href="/t/{escape(team_slug)}/entries/{r["entry_id"]}/">{name}</a>'
+            # A row without a score has earned no place yet: "–" rather than a rank.
+            f'<tr data-entry="{name}">\n  <td>{position if r["score"] is not None else "–"}</td>\n'
+            f'  <td class="name"><a href="/t/{escape(team_slug)}/entries/{r["entry_id"]}/">{name}</a>'
             f"{REGRESSED if r.get('regressed') else ''}</td>\n"
             f'  <td><span class="kind">{escape(r["kind"])}</span></td>\n'
-            f'  <td class="num">{score}</td>\n  <td class="num">{rank}</td>\n  <td class="num">{lift}</td>\n'
-            f"  <td>{escape(', '.join(r['members']))}</td>\n"
+            f'  <td class="num">{score}</td>\n  <td class="num">{rank}</td>\n  <td class="num lift">{lift}</td>\n'
+            f'  <td class="members">{members}</td>\n'
             f'  <td class="num">{r["member_calls"]}</td><td class="num">{r["tokens"]}</td>'
             f'<td class="num">{r["compute_s"]:.1f}</td>\n  <td class="num">{latency}</td>\n'
-            f"  <td>{escape(str(r['suite_version']))}</td><td>{escape((r['evaluated_at'] or '')[:16])}</td>\n</tr>"
+            f"  <td>{escape(str(r['suite_version']))}</td><td class=\"num\">{_evaluated(r['evaluated_at'])}</td>\n</tr>"
         )
     return mark_safe("".join(out) or EMPTY)  # noqa: S308 - every value above is escaped
 

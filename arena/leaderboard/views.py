@@ -64,14 +64,21 @@ def _errors(exc: ValidationError) -> list[str]:
 def dashboard(request, team: str):
     membership = membership_for(request.user, team)
     t = membership.team
+    sent = request.session.pop(SENT_FORM, {})
     return render(
         request,
         "leaderboard/dashboard.html",
         {
             "team": t,
+            # What a refused form sent, so the user corrects it rather than typing it again.
+            "sent": {sent.get("form", ""): sent},
             "membership": membership,
             "can_edit": membership.allows(Role.MEMBER),
             "entries": Entry.objects.filter(team=t).prefetch_related("member_links__member"),
+            # A merge not built into weights cannot run nor judge; the entries table still lists it.
+            "runnable": registry.runnable(Entry.objects.filter(team=t)),
+            # Every split any suite has (the chosen suite's own are checked on starting); test by default.
+            "splits": _all_splits(t),
             "suites": Suite.objects.filter(team=t),
             "runs": Run.objects.filter(team=t).select_related("suite")[:20],
             # Plain dicts: a template calls whatever is callable, and a class would be instantiated.
@@ -82,6 +89,23 @@ def dashboard(request, team: str):
             "model_kinds": [(k.value, k.label) for k in (Kind.HF, Kind.GGUF, Kind.OPENAI, Kind.MERGE)],
         },
     )
+
+
+SENT_FORM = "dashboard_form"
+
+
+def _all_splits(team) -> list[str]:
+    manifests = Suite.objects.filter(team=team).values_list("manifest", flat=True)
+    return sorted({split for manifest in manifests for split in manifest.get("splits", ["test"])})
+
+
+def _keep_sent(request, form: str, fields: tuple[str, ...], lists: tuple[str, ...] = ()) -> None:
+    """Keep a refused form's values (never an API key) for the dashboard the error redirects to."""
+    request.session[SENT_FORM] = {
+        "form": form,
+        **{f: request.POST.get(f, "") for f in fields},
+        **{f: request.POST.getlist(f) for f in lists},
+    }
 
 
 def _json_field(request, name: str, default):
@@ -121,6 +145,10 @@ def register_entry(request, team: str):
     except ValidationError as exc:
         for msg in _errors(exc):
             messages.error(request, msg)
+        if request.POST.get("kind") == Kind.BLEND:
+            _keep_sent(request, "blend", ("name", "strategy", "params"), ("members",))
+        else:
+            _keep_sent(request, "model", ("name", "kind", "config"))
         return redirect("dashboard", team=t.slug)
     messages.success(request, f"Registered {entry.name}.")
     return redirect("entry", team=t.slug, entry_id=entry.pk)
@@ -143,10 +171,13 @@ def start_run(request, team: str):
             raise ValidationError({"entries": "unknown entries"})
         if judge_id and judge is None:
             raise ValidationError({"judge": "unknown judge"})
-        run = evaluations.create_run(t, suite, entries, user=request.user, judge=judge)
+        splits = request.POST.getlist("splits")
+        run = evaluations.create_run(t, suite, entries, splits=splits or None, user=request.user, judge=judge)
     except ValidationError as exc:
         for msg in _errors(exc):
             messages.error(request, msg)
+        _keep_sent(request, "run", ("suite", "judge"), ("entries", "splits"))
+        request.session[SENT_FORM]["errors"] = _errors(exc)  # shown in the form as well as above
         return redirect("dashboard", team=t.slug)
     return redirect("run", team=t.slug, run_id=run.pk)
 
@@ -248,6 +279,11 @@ def item_detail(request, team: str, run_id: int, item_id: int):
         .select_related("entry", "generation")
         .order_by("entry__kind", "entry__name")
     )
+    for s in scores:
+        # How a blend decided, one "key: value" line per top-level key (values as compact JSON).
+        s.how = "\n".join(
+            f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in (s.details or {}).items()
+        )
     return render(
         request,
         "leaderboard/item.html",

@@ -8,6 +8,7 @@ ranks (kind ``merge``), with its recipe as config and the build's provenance on 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,20 @@ def _member_info(entry: Entry) -> MemberInfo | None:
     try:
         if entry.kind == Kind.MERGE:
             done = Materialization.objects.filter(entry=entry, state=MergeState.DONE).first()
-            return describe_directory(entry.name, Path(done.path)) if done else None
+            if done is None:
+                return None
+            info = describe_directory(entry.name, Path(done.path))
+            return replace(info, location=str(Path(done.path).resolve()))
         backend: Any = services.backend_for(entry)
         if entry.kind == Kind.GGUF and backend.exported_dir() is None:
             # The header has the shapes; exporting takes a minute, so it waits for the merge itself.
-            return MemberInfo.from_config(entry.name, backend.model_config())
-        return describe_directory(entry.name, backend.safetensors_dir())
+            info = MemberInfo.from_config(entry.name, backend.model_config())
+            location = str(backend._file().resolve())
+        else:
+            info = describe_directory(entry.name, backend.safetensors_dir())
+            location = str(backend.safetensors_dir().resolve())
+        # Two entries over one set of weights would reach mergekit as duplicate inputs.
+        return replace(info, fingerprint=backend.fingerprint(), location=location)
     except (BackendError, EnsembleError, OSError) as exc:
         raise ValidationError({"config": f"member {entry.name!r}: {exc}"}) from None
 

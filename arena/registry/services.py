@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from pydantic import ValidationError as PydanticError
 
 from arena.evaluations.models import TERMINAL
 from arena.registry import secrets
-from arena.registry.models import MODEL_KINDS, BlendMember, Entry, Kind
+from arena.registry.models import MODEL_KINDS, BlendMember, Entry, Kind, Materialization, MergeState
 from arena.teams.models import Team
 from ensembles.backends import Backend, BackendError, BackendOptions, make_backend
 from ensembles.errors import EnsembleError
@@ -325,6 +327,24 @@ def _check_called_models(team: Team, combiner: Strategy, members: list[str]) -> 
             raise ValidationError({"params": f"{field}: {team.name} has no entry named {model!r}"})
         if found[model].is_blend:
             raise ValidationError({"params": f"{field}: {model!r} is a blend; a strategy can only call model entries"})
+
+
+def runnable(entries: QuerySet[Entry]) -> QuerySet[Entry]:
+    """The entries a run (or a judge) can use now: every one but merges whose weights are not built."""
+    return entries.filter(~Q(kind=Kind.MERGE) | Q(materialization__state=MergeState.DONE))
+
+
+def not_built(entries: Iterable[Entry]) -> list[str]:
+    """``name (state: why)`` for each merge among ``entries`` whose weights are not built."""
+    out = []
+    for entry in entries:
+        if entry.kind != Kind.MERGE:
+            continue
+        m = Materialization.objects.filter(entry=entry).first()
+        if m is None or m.state != MergeState.DONE:
+            why = f": {m.reason[:200]}" if m and m.reason else ""
+            out.append(f"{entry.name} ({m.state if m else 'not started'}{why})")
+    return out
 
 
 def backend_for(entry: Entry) -> Backend:

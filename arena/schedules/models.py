@@ -87,6 +87,10 @@ class TeamNotifications(models.Model):
     webhook_url = models.URLField(max_length=500, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "team notifications"
+        verbose_name_plural = "team notifications"
+
     def __str__(self) -> str:
         return f"notifications of {self.team}"
 

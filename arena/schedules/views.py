@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from arena.benchmarks.models import Suite
 from arena.registry.models import Entry
+from arena.registry.services import runnable
 from arena.schedules import services
 from arena.schedules.models import NIGHTLY, Firing, Refresh, Schedule
 from arena.teams.access import get_owned, membership_for, team_for
@@ -31,7 +32,8 @@ class ScheduleForm(forms.Form):
 
     def __init__(self, team: Team, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        entries = list(Entry.objects.filter(team=team).values_list("name", "kind"))
+        # A merge not built into weights can neither run nor judge, so it is not offered.
+        entries = list(runnable(Entry.objects.filter(team=team)).values_list("name", "kind"))
         suites = list(Suite.objects.filter(team=team).order_by("name").values_list("name", "manifest"))
         self.fields["suite"].choices = [(n, n) for n in dict.fromkeys(name for name, _ in suites)]
         # Every split any of the team's suites has; the chosen suite's own are checked on saving.

@@ -11,10 +11,11 @@ from django.http import Http404
 from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 
-from arena.evaluations.models import Run
+from arena.evaluations.models import Run, State
 from arena.search import services
 from arena.search.models import BlendSearch, CostMetric
 from arena.teams.models import ROLE_RANK, Role
+from ensembles.search import verdict
 
 router = Router(tags=["blend search"])
 
@@ -57,6 +58,8 @@ def search_out(search: BlendSearch) -> dict[str, Any]:
         "pareto": [{"index": i, **candidates[i]} for i in results.get("pareto", [])],
         "candidates": candidates,
         "members_alone": results.get("members", []),
+        # Whether any candidate beats the best member alone on dev by more than its standard error.
+        "verdict": verdict(results) if search.state == State.DONE else None,
         "left_out": results.get("left_out", {}),
         "redundant": results.get("redundant", {}),
         "registered": search.registered,

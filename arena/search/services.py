@@ -28,7 +28,15 @@ from arena.registry.models import Entry
 from arena.search.models import BlendSearch, CostMetric
 from arena.teams.models import Team
 from ensembles.errors import EnsembleError
-from ensembles.search import Cost, DevItem, SearchResult, default_space, enumerate_candidates, search_blends
+from ensembles.search import (
+    Cost,
+    DevItem,
+    SearchResult,
+    default_space,
+    enumerate_candidates,
+    one_member_only,
+    search_blends,
+)
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import SuiteManifest
 
@@ -280,6 +288,10 @@ def register_candidate(
     candidate = candidates[index]
     if candidate["error"]:
         raise ValidationError({"candidate": f"candidate {index} could not be estimated: {candidate['error']}"})
+    if one_member_only(candidate["strategy"], candidate["params"]):
+        raise ValidationError(
+            {"candidate": f"candidate {index} only ever consults one member: it is that member alone, not a blend"}
+        )
     with transaction.atomic():
         locked = BlendSearch.objects.select_for_update().get(pk=search.pk)
         earlier = locked.registered.get(str(index))

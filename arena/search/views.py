@@ -17,6 +17,7 @@ from arena.search.charts import search_chart
 from arena.search.models import BlendSearch, CostMetric
 from arena.teams.access import get_owned, membership_for
 from arena.teams.models import Role
+from ensembles.search import one_member_only, verdict
 
 
 def _errors(exc: ValidationError) -> list[str]:
@@ -103,7 +104,12 @@ def _row(search: BlendSearch, index: int, candidate: dict) -> dict:
 def _render(request, membership, search: BlendSearch, errors: list[str] | None = None, status: int = 200):
     results = search.results or {}
     candidates = results.get("candidates", [])
-    pareto = [_row(search, i, candidates[i]) for i in results.get("pareto", [])]
+    # A search stored before one-member settings were left out may hold one on its Pareto set.
+    pareto = [
+        _row(search, i, candidates[i])
+        for i in results.get("pareto", [])
+        if not one_member_only(candidates[i]["strategy"], candidates[i]["params"])
+    ]
     return render(
         request,
         "search/search.html",
@@ -119,6 +125,7 @@ def _render(request, membership, search: BlendSearch, errors: list[str] | None =
                 key=lambda r: (r["quality"] is None, -(r["quality"] or 0.0), r["budget_cost"]),
             ),
             "members_alone": results.get("members", []),
+            "verdict": verdict(results) if search.state == "done" else None,
             "left_out": sorted(results.get("left_out", {}).items()),
             "redundant": sorted(results.get("redundant", {}).items()),
             "chart": search_chart(results, search.budget_metric, search.budget) if search.state == "done" else None,

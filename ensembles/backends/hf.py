@@ -66,6 +66,7 @@ class TransformersBackend(Backend):
         )
         batch_size: int = Field(default=8, ge=1, le=1024)
 
+    config: Config
     model: Any = None
     tokenizer: Any = None
 
@@ -85,7 +86,8 @@ class TransformersBackend(Backend):
             model = AutoModelForCausalLM.from_pretrained(directory, dtype=pick_dtype(device), **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise BackendError(f"could not load model from {directory}: {exc}") from exc
-        model.to(device).eval()
+        # functools.wraps on PreTrainedModel.to gives mypy Module.to's unbound signature, self included.
+        model.to(device).eval()  # type: ignore[arg-type]
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -243,10 +245,10 @@ class RowSampler:
     """
 
     def __init__(self, params: DecodingParams, prompts: list[str], device: str) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+        from transformers import LogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
 
         torch = _torch()
-        self.warpers = [TemperatureLogitsWarper(params.temperature)]
+        self.warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(params.temperature)]
         if params.top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(params.top_p))
         self.generators = []
@@ -292,6 +294,8 @@ class HFBackend(TransformersBackend):
             elif self.revision:
                 raise ValueError("revision goes with hub_id; a local path has none")
             return self
+
+    config: Config
 
     def _label(self) -> str:
         c = self.config
@@ -375,6 +379,7 @@ class GGUFBackend(TransformersBackend):
                 raise ValueError("path must name a .gguf file")
             return self
 
+    config: Config
     _sha: str | None = None
 
     def _file(self) -> Path:
@@ -459,7 +464,8 @@ def export_gguf(path: Path, target: Path) -> Path:
             # transformers raises ValueError for architectures its GGUF loader does not know.
             raise BackendError(f"could not load GGUF {path.name}: {exc}") from exc
         # The GGUF quantizer marks the model unserializable; the weights are plain tensors now.
-        model.hf_quantizer = None
+        # torch types Module.__setattr__ for tensors and submodules only; any value is accepted at runtime.
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

@@ -49,6 +49,8 @@ class OpenAIBackend(Backend):
                 raise ValueError("base_url must start with http:// or https://")
             return value.rstrip("/")
 
+    config: Config
+
     # One semaphore per endpoint per process, so parallel batches respect the server's limit.
     _limits: ClassVar[dict[str, threading.BoundedSemaphore]] = {}
     _limits_lock: ClassVar[threading.Lock] = threading.Lock()

@@ -38,6 +38,10 @@ class MemberInfo:
     shapes: tuple[tuple[str, int | None], ...] = ()
     tokenizer_size: int | None = None  # tokens the tokenizer knows, special ones included
     tokenizer_hash: str | None = None  # SHA-256 of its token -> id map
+    # What the weights are (a backend's fingerprint) and where they are read from: two members
+    # equal in either are one model twice, which mergekit refuses as duplicate inputs.
+    fingerprint: str | None = None
+    location: str | None = None
 
     @classmethod
     def from_config(
@@ -101,6 +105,8 @@ def check_members(recipe: MergeRecipe, members: Mapping[str, MemberInfo]) -> Non
     known = [members[name] for name in recipe.entry_names() if name in members]
     if not known:
         return
+    if not recipe.is_slices:  # stacking slices of one model's layers is what frankenmerges do
+        _distinct(known)
     ref = members.get(recipe.base_entry() or "") or known[0]
     for other in known:
         if other is ref:
@@ -119,6 +125,20 @@ def check_members(recipe: MergeRecipe, members: Mapping[str, MemberInfo]) -> Non
             if info and member.layer_range and info.num_layers and member.layer_range[1] > info.num_layers:
                 raise MergeError(
                     f"layer_range {list(member.layer_range)} of {member.entry!r} goes past its {info.num_layers} layers"
+                )
+
+
+def _distinct(known: list[MemberInfo]) -> None:
+    for i, a in enumerate(known):
+        for b in known[i + 1 :]:
+            if a.fingerprint and a.fingerprint == b.fingerprint:
+                raise MergeError(
+                    f"{a.name} and {b.name} are the same weights (fingerprint {a.fingerprint[:19]}…); "
+                    "a merge needs different models"
+                )
+            if a.location and a.location == b.location:
+                raise MergeError(
+                    f"{a.name} and {b.name} are the same weights (both read {a.location}); a merge needs different models"
                 )
 
 

@@ -43,10 +43,10 @@ class Bagging(LearnedStrategy):
             if value == "bagging":
                 raise ValueError("bagging cannot bag itself")
             try:
-                cls = STRATEGIES.get(value)
+                base_cls = STRATEGIES.get(value)
             except UnknownNameError as exc:
                 raise ValueError(str(exc)) from None
-            if cls.calls_models:
+            if base_cls.calls_models:
                 raise ValueError(f"{value} calls models itself; bagging combines the members' stored answers only")
             return value
 

@@ -83,7 +83,8 @@ class Strategy(ABC):
     name: ClassVar[str] = ""
     pretty_name: ClassVar[str] = ""
     reference_url: ClassVar[str] = ""
-    needs_fit: ClassVar[bool] = False
+    # The class's default; a strategy whose params decide whether it learns sets it per instance.
+    needs_fit: bool = False
     # Strategies that call models themselves need a ModelCaller passed to combine().
     calls_models: ClassVar[bool] = False
     # How many members a blend of this strategy takes (None: no limit beyond the arena's).

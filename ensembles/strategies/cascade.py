@@ -100,7 +100,7 @@ class Cascade(LearnedStrategy):
         feasible = np.flatnonzero(cost <= self.params.max_cost + 1e-9)
         if feasible.size:
             # Best accuracy, then fewest calls, then the lowest threshold.
-            best = min(feasible, key=lambda t: (-accuracy[t], cost[t], t))
+            best = int(min(feasible, key=lambda t: (-accuracy[t], cost[t], t)))
         else:
             # Even stopping at the first answer exceeds the budget (members missing): take the cheapest.
             best = min(range(len(_GRID)), key=lambda t: (cost[t], -accuracy[t], t))

@@ -74,10 +74,10 @@ class LogprobPool(Strategy):
             options = dict.fromkeys(opt for dist in dists for opt in dist)
             return {opt: sum(math.exp(dist[opt]) for dist in dists if opt in dist) / len(dists) for opt in options}
         # An option a member gives zero probability has zero product, so only shared options remain.
-        options = [opt for opt in dists[0] if all(opt in dist for dist in dists)]
-        if not options:
+        shared = [opt for opt in dists[0] if all(opt in dist for dist in dists)]
+        if not shared:
             return {}
-        log_sums = {opt: sum(dist[opt] for dist in dists) for opt in options}
+        log_sums = {opt: sum(dist[opt] for dist in dists) for opt in shared}
         top = max(log_sums.values())
         unnorm = {opt: math.exp(value - top) for opt, value in log_sums.items()}
         total = sum(unnorm.values())

@@ -476,8 +476,10 @@ def import_lm_eval(
             (validation, "validation_split", "dev"),
             (test, "test_split", "test"),
         ]
-    elif validation or test:
-        sources = [(validation, "validation_split", None)] if validation else [(test, "test_split", None)]
+    elif validation:
+        sources = [(validation, "validation_split", None)]
+    elif test:
+        sources = [(test, "test_split", None)]
     else:
         raise SuiteError("needs a test_split or a validation_split", file=yaml_file, line=1)
 

@@ -15,6 +15,18 @@
     return r.regressed ? ' <span class="state failed regressed" title="scored lower than its previous result by more than the 95% interval allows">regressed</span>' : "";
   }
 
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  // Same as tables.py _evaluated: "23 Nov 02:21" (UTC), the full time on hover.
+  function evaluated(iso) {
+    if (!iso) { return ""; }
+    var d = new Date(iso);
+    var full = d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
+      pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) + " UTC";
+    return '<time datetime="' + esc(iso) + '" title="' + full + '">' + pad(d.getUTCDate()) + " " + MONTHS[d.getUTCMonth()] +
+      " " + pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + "</time>";
+  }
+
   function renderBoard(table, data) {
     var team = data.team;
     var rows = data.rows.map(function (r, i) {
@@ -23,16 +35,24 @@
         : '<span class="state ' + esc(r.state) + '">' + esc(r.state) + " " + r.done_items + "/" + r.total_items + "</span>";
       var lift = r.lift !== null ? f3(r.lift) + " " + ci(r.lift_low, r.lift_high).replace("</span>", " vs " + esc(r.best_member) + (r.lift_p !== null && r.lift_p !== undefined ? ", McNemar p=" + f3(r.lift_p) : "") + "</span>") : "";
       var lat = r.latency_p50 !== null ? Number(r.latency_p50).toFixed(2) + " / " + Number(r.latency_p95).toFixed(2) : "";
-      return '<tr data-entry="' + esc(r.entry) + '"><td>' + (i + 1) + '</td><td><a href="/t/' + esc(team) + "/entries/" + r.entry_id + '/">' + esc(r.entry) +
+      var members = r.members.map(function (m) { return '<span class="chip">' + esc(m) + "</span>"; }).join(" ");
+      return '<tr data-entry="' + esc(r.entry) + '"><td>' + (r.score !== null ? i + 1 : "–") + '</td><td class="name"><a href="/t/' + esc(team) + "/entries/" + r.entry_id + '/">' + esc(r.entry) +
         "</a>" + regressed(r) + '</td><td><span class="kind">' + esc(r.kind) + '</span></td><td class="num">' + score +
-        '</td><td class="num">' + esc(r.rank_upper_bound) + '</td><td class="num">' + lift + "</td><td>" + esc(r.members.join(", ")) +
+        '</td><td class="num">' + esc(r.rank_upper_bound) + '</td><td class="num lift">' + lift + '</td><td class="members">' + members +
         '</td><td class="num">' + r.member_calls + '</td><td class="num">' + r.tokens + '</td><td class="num">' + Number(r.compute_s).toFixed(1) +
-        '</td><td class="num">' + lat + "</td><td>" + esc(r.suite_version) + "</td><td>" + esc((r.evaluated_at || "").slice(0, 16)) + "</td></tr>";
+        '</td><td class="num">' + lat + "</td><td>" + esc(r.suite_version) + '</td><td class="num">' + evaluated(r.evaluated_at) + "</td></tr>";
     });
     table.tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="13" class="muted">Nothing evaluated on this suite yet.</td></tr>';
   }
 
+  var TERMINAL = ["done", "failed"], reloading = false;
   function renderRun(table, data) {
+    // The sections of a finished run (diversity, charts, blend search) are built by the server:
+    // reload once when the run ends. A page rendered finished never reloads, so this cannot loop.
+    if (TERMINAL.indexOf(data.state) >= 0 && TERMINAL.indexOf(table.dataset.renderedState) < 0) {
+      if (!reloading) { reloading = true; location.reload(); }
+      return;
+    }
     var state = document.getElementById("run-state");
     state.textContent = data.state;
     state.className = "state " + data.state;

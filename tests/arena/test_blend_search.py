@@ -17,6 +17,7 @@ from arena.search import services
 from arena.search.charts import search_chart
 from arena.search.models import BlendSearch
 from arena.teams.models import ApiToken, Role, Team
+from ensembles.search import verdict
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
 from tests.arena.conftest import csrf_client, post_form, wait_for
@@ -109,6 +110,56 @@ def test_a_finished_search_keeps_every_candidate_the_pareto_set_and_its_own_cost
     names = [t["name"] for t in fig["data"]]
     assert names[-1] == "Pareto set" and "member alone" in names and "over budget" in names
     assert fig["layout"]["shapes"][0]["x0"] == 1.5
+
+
+@pytest.mark.django_db
+def test_the_search_page_says_from_the_numbers_whether_a_blend_beats_the_best_member_alone(team, owner, no_encoder):
+    run, _ = hand_run(team)
+    search = services.start_search(team, run, members=["a", "b", "c"], budget_metric="calls")
+    services.run_search(search.pk)
+    search.refresh_from_db()
+    results = search.results
+    # No candidate only ever consults one member (such as selecting k=1 member): those are the members alone.
+    assert not any(c["strategy"] == "mi_selection" and c["params"]["k"] == 1 for c in results["candidates"])
+    assert all(len(c["members"]) >= 2 for c in results["candidates"])
+
+    page = csrf_client(owner).get(f"/t/red/searches/{search.pk}/")
+    assert page.status_code == 200
+    best_member = max(results["members"], key=lambda m: m["quality"])
+    said = page.context["verdict"]
+    assert said == verdict(results) and said["member"] == best_member["members"][0] == "a"
+    claim = said["candidate"]
+    assert said["beats"] == (claim["quality"] - claim["stderr"] > best_member["quality"])
+    assert said["text"].startswith(
+        f"{claim['label']} beats a alone on dev" if said["beats"] else "No blend beats a alone"
+    )
+    assert f"{claim['quality']:.2f} ± {claim['stderr']:.2f} vs {best_member['quality']:.2f}" in said["text"]
+    html = page.content.decode()
+    assert 'id="search-verdict"' in html and "reference points, not blends" in html
+    # Only candidates get a register form; the members alone are reference points.
+    assert html.count('name="candidate"') == len(page.context["pareto"])
+
+
+@pytest.mark.django_db
+def test_a_stored_one_member_candidate_is_refused_at_registration_and_kept_off_the_pareto_table(
+    team, owner, no_encoder
+):
+    run, _ = hand_run(team)
+    search = services.start_search(team, run, members=["a", "b", "c"], budget_metric="calls")
+    services.run_search(search.pk)
+    search.refresh_from_db()
+    # A search stored before one-member settings were left out could hold one on its Pareto set.
+    old = {**search.results["members"][0], "strategy": "mi_selection", "params": {"k": 1}, "members": ["a", "b"]}
+    search.results = {**search.results, "candidates": [*search.results["candidates"], old]}
+    search.results["pareto"] = [*search.results["pareto"], len(search.results["candidates"]) - 1]
+    search.save(update_fields=["results"])
+    client = csrf_client(owner)
+    index = len(search.results["candidates"]) - 1
+    page = client.get(f"/t/red/searches/{search.pk}/")
+    assert index not in [r["index"] for r in page.context["pareto"]]
+    refused = post_form(client, f"/t/red/searches/{search.pk}/register/", {"candidate": str(index), "name": "one"})
+    assert refused.status_code == 422 and b"only ever consults one member" in refused.content
+    assert not Entry.objects.filter(kind="blend").exists()
 
 
 # --- Bad input: a clear 4xx, nothing stored ------------------------------------------------------
@@ -242,6 +293,7 @@ def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_n
     assert "router" not in body["left_out"]  # the shipped encoder is at hand, so the router was searched
     assert any(c["strategy"] == "logprob_pool" for c in body["candidates"])  # the members scored options
     assert body["pareto"] and all(c["cost"]["calls"] <= 2.5 for c in body["pareto"])
+    assert body["verdict"] == verdict({**body, "members": body["members_alone"], "metric": "calls"})
 
     client = csrf_client(owner)
     page = client.get(f"/t/red/searches/{search.pk}/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
@@ -132,6 +133,19 @@ def test_sorting_orders_rows_and_keeps_empty_values_last(owner, team, board, sui
     page = client.get(board_url(team, suite, "sort=compute")).content.decode()
     assert page.index('data-entry="c"') < page.index('data-entry="a"') < page.index('data-entry="vote"')
     assert "sort=-compute" in page  # the active column's header flips the direction
+
+
+def test_rows_show_members_as_chips_a_short_evaluated_time_and_no_rank_before_a_score(owner, team, board, suite):
+    run, _ = board
+    waiting = make_entry(team, "waiting")
+    RunEntry.objects.create(run=run, entry=waiting, state="running", total_items=4, done_items=1)
+    RunEntry.objects.filter(run=run, entry__name="a").update(finished_at=datetime(2026, 11, 23, 2, 21, 7, tzinfo=UTC))
+    page = csrf_client(owner).get(board_url(team, suite)).content.decode()
+    assert '<span class="chip">a</span> <span class="chip">b</span> <span class="chip">c</span>' in page
+    assert 'title="2026-11-23 02:21:07 UTC">23 Nov 02:21</time>' in page
+    row = page[page.index('data-entry="waiting"') :]
+    assert row.split("<td>", 1)[1].startswith("–</td>")
+    assert '<div class="table-wrap"><table id="board"' in page
 
 
 def test_names_are_escaped_in_the_rows_the_server_renders(owner, team, board, suite):

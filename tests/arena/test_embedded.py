@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def test_up_runs_the_demo_to_a_leaderboard_and_one_ctrl_c_stops_everything(tmp_p
         # The worker takes a few seconds to answer pings after the web server is up.
         health = wait_for(lambda: (r := get_json(f"{base}/healthz"))[0] == 200 and r[1], timeout=60, what="healthz")
         assert health["database"]["engine"] == "sqlite" and health["redis"]["ok"] and health["workers"]["alive"]
+        # Static files were collected: hashed names and a long max-age, as in production.
+        login = urllib.request.urlopen(f"{base}/login/").read().decode()  # noqa: S310 - our own server
+        css = re.search(r'href="(/static/arena/arena\.[0-9a-f]{12}\.css)"', login)
+        assert css, login[:1000]
+        assert "immutable" in urllib.request.urlopen(base + css[1]).headers["Cache-Control"]  # noqa: S310
 
         def demo_run_finished():
             status, run = get_json(f"{base}/api/v1/runs/1", creds["token"])

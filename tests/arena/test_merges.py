@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from arena.benchmarks.services import import_suite
+from arena.evaluations.models import Run
 from arena.registry.models import Entry, Materialization, MergeState
 from arena.registry.services import backend_for, register_model
 from arena.teams.models import ApiToken, Role, Team
@@ -123,6 +124,29 @@ def test_a_recipe_mixing_vocabularies_is_a_422(api, family):
     assert not Entry.objects.filter(name="mixed").exists()
 
 
+def test_a_merge_of_one_model_twice_is_a_422_naming_both_entries_and_stores_nothing(api, family, tmp_path):
+    copy = Path(shutil.copytree(family["v1"], tmp_path / "models" / "v1-copy"))
+    assert api("post", "/entries", {"name": "v1-copy", "kind": "hf", "config": {"path": str(copy)}}).status_code == 201
+    fingerprint = backend_for(Entry.objects.get(name="v1")).fingerprint()
+    # Same weights in another directory: the same fingerprint.
+    response = register_merge(
+        api, "twice", {"method": "slerp", "t": 0.5, "members": [{"entry": "v1"}, {"entry": "v1-copy"}]}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"]["config"][0] == (
+        f"v1 and v1-copy are the same weights (fingerprint {fingerprint[:19]}…); a merge needs different models"
+    )
+    # The same directory under another chat template: another fingerprint, but one set of weights.
+    chat = {"path": str(family["v1"]), "chat_template": "off"}
+    assert api("post", "/entries", {"name": "v1-chat", "kind": "hf", "config": chat}).status_code == 201
+    response = register_merge(api, "twice", {"method": "linear", "members": [{"entry": "v1-chat"}, {"entry": "v1"}]})
+    assert response.status_code == 422
+    assert response.json()["detail"]["config"][0] == (
+        f"v1-chat and v1 are the same weights (both read {family['v1'].resolve()}); a merge needs different models"
+    )
+    assert not Entry.objects.filter(name="twice").exists() and not Materialization.objects.exists()
+
+
 @pytest.mark.skipif(not GGUF.exists(), reason="the offline SmolLM2 GGUF is not in data/test/models")
 def test_a_gguf_member_is_checked_from_its_header_without_exporting_it(api, family, settings, tmp_path):
     settings.ARENA_MODEL_ROOTS = [*settings.ARENA_MODEL_ROOTS, GGUF.parent]
@@ -163,6 +187,34 @@ def test_a_failed_or_stuck_materialization_is_started_again_by_a_member_and_a_qu
     restarted = api("post", "/merges/merged/materialize")
     assert restarted.status_code == 202
     assert (restarted.json()["state"], restarted.json()["attempt"], restarted.json()["reason"]) == ("queued", 3, "")
+
+
+def test_a_merge_not_built_is_not_offered_to_run_or_judge_and_a_run_of_it_is_a_422(api, team, owner, family):
+    import_suite(team, get_builtin("arithmetic", size=4))
+    register_merge(api, "merged", LINEAR)
+    Materialization.objects.filter(entry__name="merged").update(
+        state=MergeState.FAILED, reason="Duplicate merge inputs"
+    )
+    merged = Entry.objects.get(name="merged")
+    assert (
+        api("post", "/blends", {"name": "vote", "strategy": "majority_vote", "members": ["merged", "v1"]}).status_code
+        == 201
+    )
+    client = csrf_client(owner)
+    dashboard = client.get("/t/red/").content.decode()
+    start = dashboard.split('id="start-run"')[1].split("</form>")[0]
+    assert f'name="entries" value="{merged.pk}"' not in start and f'<option value="{merged.pk}"' not in start
+    assert f'name="entries" value="{Entry.objects.get(name="v1").pk}"' in start
+    schedules = client.get("/t/red/schedules/").content.decode()
+    assert 'value="merged"' not in schedules and 'value="v1"' in schedules
+
+    for entries in (["merged"], ["vote"]):  # directly, or under a blend
+        refused = api("post", "/runs", {"suite": "arithmetic", "entries": entries})
+        assert refused.status_code == 422, refused.content
+        assert refused.json()["detail"]["entries"] == [
+            "merges not built into weights yet cannot run: merged (failed: Duplicate merge inputs); wait or rebuild them"
+        ]
+    assert not Run.objects.exists()
 
 
 def test_another_teams_merge_is_404_and_a_model_entry_is_not_a_merge(api, family):

@@ -9,7 +9,7 @@ from arena.evaluations.events import changed
 from arena.evaluations.models import Generation, Run, RunEntry, Score
 from arena.registry.models import BlendMember, Entry
 from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client
+from tests.arena.conftest import csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
 
@@ -43,6 +43,34 @@ def finished_run(team):
     return run, items
 
 
+def test_the_dashboard_starts_a_run_on_the_splits_ticked_and_shows_a_bad_choice_in_the_form(owner, team, finished_run):
+    run, _ = finished_run
+    client = csrf_client(owner)
+    form = client.get(f"/t/{team.slug}/").content.decode()
+    # Every split the suite has is offered; test alone is ticked, as a run without a choice gets.
+    assert '<input type="checkbox" name="splits" value="test" checked>' in form
+    assert '<input type="checkbox" name="splits" value="dev">' in form
+    a = Entry.objects.get(team=team, name="a")
+
+    started = post_form(
+        client, f"/t/{team.slug}/runs/", {"suite": run.suite.pk, "entries": [a.pk], "splits": ["dev", "test"]}
+    )
+    new = Run.objects.exclude(pk=run.pk).get()
+    assert started.status_code == 302 and started["Location"] == f"/t/{team.slug}/runs/{new.pk}/"
+    assert sorted(new.splits) == ["dev", "test"]
+
+    refused = post_form(
+        client, f"/t/{team.slug}/runs/", {"suite": run.suite.pk, "entries": [a.pk], "splits": ["train"]}
+    )
+    assert refused.status_code == 302 and refused["Location"] == f"/t/{team.slug}/"
+    assert Run.objects.count() == 2
+    again = client.get(f"/t/{team.slug}/").content.decode()
+    errors = again.split('id="start-run-errors"')[1].split("</ul>")[0]
+    assert "splits: unknown splits [&#x27;train&#x27;]" in errors
+    # What was sent stays chosen: no split is ticked by default when the user chose one.
+    assert '<input type="checkbox" name="splits" value="test">' in again
+
+
 def test_the_item_table_marks_right_and_wrong_and_filters_to_differences(owner, team, finished_run):
     run, items = finished_run
     page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/")
@@ -60,7 +88,7 @@ def test_the_drill_down_shows_the_prompt_every_output_the_votes_and_the_referenc
     assert items[0].data["input"] in body and "Question:" in body
     assert f'<code id="reference">{items[0].data["reference"]}</code>' in body
     assert "-1.000" in body  # mean log-probability of a member's output
-    assert "&#x27;votes&#x27;" in body or "'votes'" in body
+    assert "votes: {" in body and "&quot;41&quot;: 1" in body and "tied: true" in body  # how the vote went
 
 
 def test_an_item_of_another_suite_is_404(owner, team, finished_run):

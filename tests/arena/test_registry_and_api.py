@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -211,3 +212,35 @@ def test_changed_content_under_the_same_version_becomes_a_new_version(api, team)
     large = api("post", "/suites/builtin", {"name": "arithmetic", "size": 12}).json()
     assert small["version"] != large["version"] and large["version"].startswith(small["version"] + "+")
     assert team.suites.count() == 2
+
+
+def test_the_api_docs_page_loads_swagger_from_our_own_static_files():
+    from django.test import Client
+
+    client = Client()
+    page = client.get("/api/v1/docs")
+    assert page.status_code == 200
+    html = page.content.decode()
+    # Every script and stylesheet is ours: the docs must work on a machine with no internet.
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert urls and not [u for u in urls if "//" in u], urls
+    assets = [u for u in urls if u.startswith("/static/ninja/")]
+    assert {a.rsplit("/", 1)[1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200 and b"".join(served.streaming_content), asset
+
+
+def test_a_refused_blend_form_comes_back_with_what_was_sent(owner, team):
+    for name in ("a", "b"):
+        Entry.objects.create(team=team, name=name, kind="gguf", config={"path": f"/m/{name}.gguf"})
+    client = csrf_client(owner)
+    sent = {"kind": "blend", "name": "my-blend", "strategy": "weighted_vote", "params": '{"rounds": -3', "members": ["b"]}
+    response = post_form(client, f"/t/{team.slug}/entries/", sent)
+    page = client.get(response["Location"]).content.decode()
+    assert "not valid JSON" in page
+    assert 'value="my-blend"' in page and "{&quot;rounds&quot;: -3</textarea>" in page
+    assert '<option value="weighted_vote" selected>' in page
+    assert 'value="b" checked>' in page and 'value="a" checked>' not in page
+    # Shown once: the next visit starts from an empty form.
+    assert 'value="my-blend"' not in client.get(response["Location"]).content.decode()

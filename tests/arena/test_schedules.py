@@ -87,6 +87,24 @@ def test_a_member_schedules_nightly_evaluations_on_the_page_and_beat_holds_the_c
     assert "CET" in listing or "CEST" in listing  # the next run, in the schedule's zone
 
 
+def test_the_schedules_list_shows_each_schedule_s_splits(owner, team, suite, entries):
+    services.save_schedule(
+        team,
+        name="with-dev",
+        suite="arithmetic",
+        entries=["a"],
+        cron="0 2 * * *",
+        timezone_name="UTC",
+        splits=["dev", "test"],
+    )
+    schedule_for(team, ["b"], name="default")
+    page = csrf_client(owner).get(f"/t/{team.slug}/schedules/").content.decode()
+    assert "<th>Splits</th>" in page
+    rows = {row.split("</a>")[0].rsplit(">", 1)[-1]: row for row in page.split("<tr>")[2:]}
+    assert "<td>dev, test</td>" in rows["with-dev"]
+    assert "test (default)" in rows["default"]
+
+
 def test_the_api_creates_lists_changes_pauses_and_deletes_a_schedule(api, team, suite, entries):
     created = api(
         "post",

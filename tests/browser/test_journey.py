@@ -89,8 +89,10 @@ def test_a_first_morning_in_the_arena(arena_server, worker, browser_context, tin
     page.wait_for_url(re.compile(r".*/runs/\d+/$"))
     run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     page.wait_for_selector("#live.on")
-    page.wait_for_function("document.getElementById('run-state').textContent === 'done'", timeout=240_000)
+    # When the run ends the page reloads itself once, so the finished-run sections appear.
+    page.wait_for_function("document.getElementById('run').dataset.renderedState === 'done'", timeout=240_000)
     assert page.locator("#run tbody tr").count() == 3
+    assert "Available once the run has finished" not in page.content()
     assert "4/4" in page.inner_text("#run")
 
     # Meanwhile the leaderboard filled in by itself: every entry scored, the chart drawn, no reload.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ensembles.errors import EnsembleError
-from ensembles.search import Cost, DevItem, cross_validate, default_space, search_blends
+from ensembles.search import Cost, DevItem, cross_validate, default_space, search_blends, verdict
 from ensembles.strategies import STRATEGIES, MemberAnswer
 
 # Per-member cost of one answer: "big" is slow and verbose, "small" cheap.
@@ -116,8 +116,48 @@ def test_candidates_over_the_budget_are_kept_marked_but_never_on_the_pareto_set(
     assert all(e.cost.calls <= 1.5 + 1e-9 for e in result.estimates if e.within_budget)
     for i in result.pareto:
         assert result.estimates[i].within_budget and result.estimates[i].cost.calls <= 1.5
-    # What fits a budget of 1.5 calls consults fewer members: a cascade, a router, a selection of one.
+    # What fits a budget of 1.5 calls consults fewer members on some items: a cascade or a router.
     assert {result.estimates[i].candidate.strategy for i in result.pareto} <= {"cascade", "router", "mi_selection"}
+
+
+def test_settings_that_can_only_consult_one_member_are_never_candidates():
+    space = {**SMALL, "boosting": [{"rounds": 1}, {"rounds": 5}], "cascade": [{"max_cost": 1.0}, {"max_cost": 1.25}]}
+    result = search_blends(dev_items(), exact, members=["big", "mid", "small"], metric="calls", space=space)
+    tried = {(e.candidate.strategy, tuple(sorted(e.candidate.params.items()))) for e in result.estimates}
+    assert ("mi_selection", (("k", 1),)) not in tried
+    assert ("boosting", (("rounds", 1),)) not in tried
+    assert ("cascade", (("max_cost", 1.0),)) not in tried
+    # Their sound neighbours stay, and no candidate consults one and the same member on every item.
+    assert {("mi_selection", (("k", 2),)), ("boosting", (("rounds", 5),)), ("cascade", (("max_cost", 1.25),))} <= tried
+    assert {"k": 1} not in default_space()[0]["mi_selection"]
+
+
+def test_each_member_alone_is_reported_as_a_labelled_reference_point_not_a_candidate():
+    result = full_search()
+    assert [m.candidate.members for m in result.members] == [("big",), ("mid",), ("small",)]
+    assert all(m.candidate.label == f"{m.candidate.members[0]} alone (member)" for m in result.members)
+    assert all(len(e.candidate.members) >= 2 for e in result.estimates)
+    big = result.members[0]
+    assert big.quality == np.mean([exact(item, item.answers[0].answer) for item in dev_items()])
+    assert big.cost.seconds == COSTS["big"].seconds
+
+
+def test_the_verdict_says_from_the_numbers_whether_a_blend_beats_the_best_member_beyond_its_standard_error():
+    result = search_blends(dev_items(), exact, members=["big", "mid", "small"], metric="calls", space=SMALL).as_dict()
+    said = verdict(result)
+    best_member = max(result["members"], key=lambda m: m["quality"])
+    assert said["member"] == best_member["members"][0] == "big"
+    claim = said["candidate"]
+    assert said["beats"] == (claim["quality"] - claim["stderr"] > best_member["quality"])
+    assert f"{best_member['quality']:.2f}" in said["text"] and f"{claim['quality']:.2f}" in said["text"]
+    # A candidate made to beat it by far more than its standard error is named as beating it.
+    strong = {**claim, "quality": best_member["quality"] + 0.2, "stderr": 0.05}
+    said = verdict({**result, "candidates": [strong]})
+    assert said["beats"] and said["text"].startswith(f"{strong['label']} beats big alone on dev")
+    # One within its standard error does not.
+    close = {**claim, "quality": best_member["quality"] + 0.04, "stderr": 0.05}
+    said = verdict({**result, "candidates": [close]})
+    assert not said["beats"] and said["text"].startswith("No blend beats big alone on dev")
 
 
 def test_a_cascade_consults_fewer_members_than_a_vote_and_costs_what_it_consulted():

@@ -89,6 +89,12 @@ class Command(BaseCommand):
         self._check(
             subprocess.run([python, manage, "migrate", "--noinput", "-v", "0"], env=env, check=False), "migrate"
         )
+        # Hashed, compressed, long-cached static files, as in production (settings.COLLECTED_STATIC).
+        env["ARENA_COLLECTED_STATIC"] = "1"
+        self._check(
+            subprocess.run([python, manage, "collectstatic", "--noinput", "-v", "0"], env=env, check=False),
+            "collectstatic",
+        )
         if not options["no_demo"]:
             self.stdout.write("Placing the demo models (the first start converts them once)...")
             self._check(subprocess.run([python, manage, "fetch_models"], env=env, check=False), "fetch_models")
