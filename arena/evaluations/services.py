@@ -1056,6 +1056,17 @@ def requeue_stale(stale_after_s: float | None = None) -> int:
     if stale_after_s is None:
         stale_after_s = settings.CELERY_TASK_TIME_LIMIT
     stale = timezone.now() - timedelta(seconds=stale_after_s)
+    # Batches still queued in a run that has made no progress for that long and holds no batch:
+    # their messages went with a broker that keeps nothing on disk. A run that is moving, or whose
+    # held batch is sent again just below, is left alone, so a queue is not flooded with copies
+    # (and a copy of a batch already claimed does nothing). Read before that batch is put back.
+    idle = list(
+        Run.objects.filter(state=State.RUNNING, started_at__lt=stale)
+        .exclude(work_items__claimed_at__gte=stale)
+        .exclude(work_items__finished_at__gte=stale)
+        .exclude(work_items__state=State.RUNNING)
+        .values_list("pk", flat=True)
+    )
     n = 0
     for pk in WorkItem.objects.filter(run__state=State.RUNNING, state=State.RUNNING, claimed_at__lt=stale).values_list(
         "pk", flat=True
@@ -1066,14 +1077,6 @@ def requeue_stale(stale_after_s: float | None = None) -> int:
     for pk in Run.objects.filter(state=State.QUEUED, created_at__lt=stale).values_list("pk", flat=True):
         plan_run.delay(pk)
         n += 1
-    # Batches still queued in a run that has made no progress for that long: their messages went
-    # with a broker that keeps nothing on disk. A run that is moving is left alone, so a long queue
-    # is not flooded with copies (and a copy of a batch already claimed does nothing).
-    idle = (
-        Run.objects.filter(state=State.RUNNING, started_at__lt=stale)
-        .exclude(work_items__claimed_at__gte=stale)
-        .exclude(work_items__finished_at__gte=stale)
-    )
     for pk in WorkItem.objects.filter(run__in=idle, state=State.QUEUED).values_list("pk", flat=True):
         generate_batch.delay(pk)
         n += 1
