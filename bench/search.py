@@ -29,18 +29,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.strategies import (  # noqa: E402
     BLENDS,
-    CACHE,
-    DATA,
     MEMBERS,
     MODELS,
-    DiskCache,
     answer_items,
     build,
     member_answers,
+    open_members,
     suite_for,
 )
 from ensembles import stats  # noqa: E402
-from ensembles.backends import BackendOptions, make_backend  # noqa: E402
 from ensembles.search import Candidate, Cost, DevItem, cross_validate, search_blends  # noqa: E402
 from ensembles.strategies import MiniLMEmbedder  # noqa: E402
 from ensembles.suites import Suite as LibSuite  # noqa: E402
@@ -233,22 +230,14 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    options = BackendOptions(model_roots=(MODELS,), cache_dir=CACHE)
-    backends = {
-        m: make_backend("gguf", {**cfg, "path": str(MODELS / cfg["path"])}, options=options)
-        for m, cfg in MEMBERS.items()
-    }
-    fingerprints = {m: b.fingerprint() for m, b in backends.items()}
-    cache = DiskCache(DATA / "bench" / "strategies-cache.json")
+    backends, fingerprints, cache = open_members()
     out = [
         f"Members: {', '.join(MEMBERS)} (Q4 GGUF, CPU, greedy). Dev {args.dev} / test {args.test} items per suite; "
         f"{args.folds}-fold CV on dev; seed {args.seed}.",
         "",
     ]
     for name in args.suites.split(","):
-        suite = suite_for(name, args.dev, args.test)
-        if suite.manifest.task_type == "multiple_choice" and args.mc_scoring != "generate":
-            suite = LibSuite(suite.manifest.model_copy(update={"scoring": args.mc_scoring}), suite.items)
+        suite = suite_for(name, args.dev, args.test, args.mc_scoring)
         log(f"{name}: {len(suite.items)} items")
         answers = answer_items(suite, backends, fingerprints, cache, log)
         out += [f"**{name}**", "", compare(suite, answers, budgets, args.metric, args.folds, args.seed, log), ""]

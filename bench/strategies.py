@@ -158,10 +158,25 @@ class CachedCaller:
         return results
 
 
-def suite_for(name: str, dev: int, test: int) -> LibSuite:
+def suite_for(name: str, dev: int, test: int, mc_scoring: str = "generate") -> LibSuite:
+    """The first ``dev`` and ``test`` items of a built-in suite; multiple choice scored as ``mc_scoring``."""
     full = get_builtin(name)
     items = full.split("dev")[:dev] + full.split("test")[:test]
-    return LibSuite(full.manifest, items)
+    manifest = full.manifest
+    if manifest.task_type == "multiple_choice" and mc_scoring != "generate":
+        manifest = manifest.model_copy(update={"scoring": mc_scoring})
+    return LibSuite(manifest, items)
+
+
+def open_members() -> tuple[dict, dict[str, str], DiskCache]:
+    """The members' backends, their fingerprints, and the answer cache the benchmarks share."""
+    options = BackendOptions(model_roots=(MODELS,), cache_dir=CACHE)
+    backends = {
+        m: make_backend("gguf", {**cfg, "path": str(MODELS / cfg["path"])}, options=options)
+        for m, cfg in MEMBERS.items()
+    }
+    fingerprints = {m: b.fingerprint() for m, b in backends.items()}
+    return backends, fingerprints, DiskCache(DATA / "bench" / "strategies-cache.json")
 
 
 def answer_items(suite: LibSuite, backends, fingerprints, cache: DiskCache, log) -> dict[str, list[Answered]]:
@@ -372,22 +387,14 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    options = BackendOptions(model_roots=(MODELS,), cache_dir=CACHE)
-    backends = {
-        m: make_backend("gguf", {**cfg, "path": str(MODELS / cfg["path"])}, options=options)
-        for m, cfg in MEMBERS.items()
-    }
-    fingerprints = {m: b.fingerprint() for m, b in backends.items()}
-    cache = DiskCache(DATA / "bench" / "strategies-cache.json")
+    backends, fingerprints, cache = open_members()
     out = [
         f"Members: {', '.join(MEMBERS)} (Q4 GGUF, CPU, greedy). Dev {args.dev} / test {args.test} items per suite; "
         f"seed {args.seed}.",
         "",
     ]
     for name in args.suites.split(","):
-        suite = suite_for(name, args.dev, args.test)
-        if suite.manifest.task_type == "multiple_choice" and args.mc_scoring != "generate":
-            suite = LibSuite(suite.manifest.model_copy(update={"scoring": args.mc_scoring}), suite.items)
+        suite = suite_for(name, args.dev, args.test, args.mc_scoring)
         log(f"{name}: {len(suite.items)} items")
         answers = answer_items(suite, backends, fingerprints, cache, log)
         caller = CachedCaller(
