@@ -172,6 +172,13 @@ def worker(transactional_db, clean_redis, worker_roots):
     w.stop()
 
 
+def finished(run_id: int):
+    """The run once it is done or failed, else None (a predicate for wait_for)."""
+    from arena.evaluations.models import Run, State
+
+    return Run.objects.filter(pk=run_id, state__in=[State.DONE, State.FAILED]).first()
+
+
 def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

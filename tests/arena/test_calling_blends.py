@@ -6,13 +6,13 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.services import create_run, decoding_for, generation_key
 from arena.registry.models import Entry
 from arena.registry.services import backend_for, register_blend, register_model
 from arena.teams.models import Team
 from ensembles.suites import get_builtin
-from tests.arena.conftest import wait_for
+from tests.arena.conftest import finished, wait_for
 from tests.conftest import make_tiny_variant
 
 SUITE_SIZE = 16  # 8 dev + 8 test; runs report the 8 test items
@@ -105,11 +105,6 @@ def test_a_pipeline_step_or_start_that_is_unknown_is_a_422(api, models):
 
 
 # --- runs with real workers ---------------------------------------------------------------------------
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from arena.evaluations.services import create_run, requeue_stale
 from arena.evaluations.tasks import generate_batch
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin
-from tests.arena.conftest import ROOT, WorkerProcess, database_url, wait_for
+from tests.arena.conftest import ROOT, WorkerProcess, database_url, finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -121,11 +121,6 @@ def arena(team, owner, endpoint):
     blend = register_blend(team, name="vote", strategy="majority_vote", params={}, members=[m.name for m in members])
     suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
     return suite, members, blend
-
-
-def finished(run_id: int) -> Run | None:
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 def assert_scored_once(run: Run, entries) -> None:

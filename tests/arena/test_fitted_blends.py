@@ -13,7 +13,7 @@ from ensembles.strategies import MemberAnswer, make_strategy
 from ensembles.strategies.calibration import Calibrator
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, wait_for
+from tests.arena.conftest import csrf_client, finished, wait_for
 from tests.conftest import make_tiny_variant
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -26,11 +26,6 @@ def mc_suite() -> LibSuite:
     base = get_builtin("mc_knowledge", size=24)  # 12 dev + 12 test items
     manifest = base.manifest.model_copy(update={"scoring": "loglikelihood", "name": "mc-fitted"})
     return LibSuite(manifest, base.items)
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 @pytest.fixture

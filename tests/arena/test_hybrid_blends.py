@@ -10,12 +10,12 @@ from django.db.models import ProtectedError
 from django.test import Client
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.models import BlendMember, Entry
 from arena.registry.services import check_blend_members, register_blend, register_model
 from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, wait_for
+from tests.arena.conftest import csrf_client, finished, wait_for
 from tests.conftest import make_tiny_variant
 
 SUITE_SIZE = 16  # 8 dev + 8 test; runs report the 8 test items
@@ -237,11 +237,6 @@ def test_a_hybrid_over_a_learned_blend_is_a_422_naming_it(client, token, team, m
 
 
 # --- runs with real workers ---------------------------------------------------------------------------
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 def model_scores(run, item, names) -> dict[str, Score]:

@@ -12,7 +12,7 @@ from arena.evaluations.models import Comparison, Generation, Run, RunEntry, Scor
 from arena.evaluations.services import _judge_scores, create_run
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin, load_suite
-from tests.arena.conftest import wait_for
+from tests.arena.conftest import finished, wait_for
 from tests.conftest import make_tiny_variant
 
 MANIFEST = """\
@@ -47,11 +47,6 @@ def models(team, owner, tiny_llama_dir, settings, tmp_path):
         )
         for seed, name in enumerate(("alpha", "beta", "gamma", "judge"), start=1)
     }
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 @pytest.mark.slow

@@ -13,12 +13,12 @@ from django.core.management import call_command
 from safetensors.torch import load_file, save_file
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, State
+from arena.evaluations.models import State
 from arena.registry.models import Entry
 from arena.registry.services import register_model
 from ensembles.merging import is_complete
 from ensembles.suites import get_builtin
-from tests.arena.conftest import WorkerProcess, wait_for
+from tests.arena.conftest import WorkerProcess, finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -57,11 +57,6 @@ def gpu_worker(transactional_db, clean_redis, arena_dirs):
 def merge_state(api, name: str, *states: str) -> dict | None:
     body = api("get", f"/merges/{name}").json()
     return body if body["state"] in states else None
-
-
-def finished(run_id: int) -> Run | None:
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 def test_a_merge_of_two_fine_tuned_variants_is_built_on_the_gpu_queue_run_served_and_ranked(

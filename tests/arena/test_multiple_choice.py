@@ -7,12 +7,12 @@ import math
 import pytest
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
-from tests.arena.conftest import wait_for
+from tests.arena.conftest import finished, wait_for
 from tests.conftest import make_tiny_variant
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -22,11 +22,6 @@ def mc_suite(scoring: str) -> LibSuite:
     base = get_builtin("mc_knowledge", size=12)
     manifest = base.manifest.model_copy(update={"scoring": scoring, "name": f"mc-{scoring.replace('_', '-')}"})
     return LibSuite(manifest, base.items)
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 @pytest.fixture

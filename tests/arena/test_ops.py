@@ -12,12 +12,12 @@ import sys
 import pytest
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry, State
+from arena.evaluations.models import RunEntry, State
 from arena.evaluations.services import create_run
 from arena.evaluations.tasks import generate_batch
 from arena.registry.services import register_model
 from ensembles.suites import get_builtin
-from tests.arena.conftest import PASSWORD, ROOT, WorkerProcess, csrf_client, database_url, wait_for
+from tests.arena.conftest import PASSWORD, ROOT, WorkerProcess, csrf_client, database_url, finished, wait_for
 
 TASK = "arena.evaluations.tasks."
 
@@ -43,10 +43,6 @@ def ops_json(user) -> dict:
     response = csrf_client(user).get("/ops/?format=json")
     assert response.status_code == 200
     return response.json()
-
-
-def finished(run_id: int) -> Run | None:
-    return Run.objects.filter(pk=run_id, state__in=[State.DONE, State.FAILED]).first()
 
 
 @pytest.mark.django_db

@@ -17,7 +17,7 @@ from arena.leaderboard.routing import websocket_urlpatterns
 from arena.registry.models import Entry
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin
-from tests.arena.conftest import wait_for
+from tests.arena.conftest import finished, wait_for
 from tests.conftest import make_tiny_variant
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -45,11 +45,6 @@ def setup_entries(team, owner, models_root):
     blend = register_blend(team, name="vote", strategy="majority_vote", params={}, members=[m.name for m in members])
     suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
     return suite, members, blend
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, owner, setup_entries, client):

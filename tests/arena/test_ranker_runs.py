@@ -18,7 +18,7 @@ from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin
 from ensembles.suites.model import Suite
-from tests.arena.conftest import WorkerProcess, wait_for
+from tests.arena.conftest import WorkerProcess, finished, wait_for
 from tests.conftest import make_tiny_variant
 
 MEMBERS = ("tiny-a", "tiny-b", "tiny-c")
@@ -55,11 +55,6 @@ def ranker_worker(transactional_db, clean_redis, worker_roots, cache_dir):
     w = WorkerProcess(worker_roots, extra_env={"ARENA_CACHE_DIR": str(cache_dir)}).start()
     yield w
     w.stop()
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 def cached_vectors(cache_dir) -> int:

@@ -235,7 +235,13 @@ def test_a_refused_blend_form_comes_back_with_what_was_sent(owner, team):
     for name in ("a", "b"):
         Entry.objects.create(team=team, name=name, kind="gguf", config={"path": f"/m/{name}.gguf"})
     client = csrf_client(owner)
-    sent = {"kind": "blend", "name": "my-blend", "strategy": "weighted_vote", "params": '{"rounds": -3', "members": ["b"]}
+    sent = {
+        "kind": "blend",
+        "name": "my-blend",
+        "strategy": "weighted_vote",
+        "params": '{"rounds": -3',
+        "members": ["b"],
+    }
     response = post_form(client, f"/t/{team.slug}/entries/", sent)
     page = client.get(response["Location"]).content.decode()
     assert "not valid JSON" in page

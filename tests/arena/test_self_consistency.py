@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.services import create_run, decoding_for, generation_key
 from arena.registry.models import Entry
 from arena.registry.services import backend_for, register_blend, register_model
 from ensembles.metrics import EXTRACTORS
 from ensembles.strategies import Sampling
 from ensembles.suites import get_builtin
-from tests.arena.conftest import wait_for
+from tests.arena.conftest import finished, wait_for
 from tests.conftest import make_tiny_variant
 
 K = 4
@@ -54,11 +54,6 @@ def test_a_temperature_out_of_range_is_a_422_naming_the_field_and_range(api, tin
     assert response.status_code == 422
     assert "temperature: must be > 0.0 (got 0)" in str(response.json()["detail"])
     assert not Entry.objects.filter(kind="blend").exists()
-
-
-def finished(run_id: int):
-    run = Run.objects.get(pk=run_id)
-    return run if run.state in (State.DONE, State.FAILED) else None
 
 
 @pytest.mark.slow
