@@ -25,6 +25,7 @@ up: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	ARENA_DATA_DIR=$(CURDIR)/data/test $(PY) manage.py fetch_models
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/data/test \
 		$(PY) -m pytest $(PYTEST_ARGS)
@@ -32,6 +33,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 venv: $(VENV)/.installed
 

@@ -5,7 +5,8 @@ import os
 from celery import Celery
 from celery.signals import beat_init, task_postrun, task_prerun, worker_process_init
 
-from arena.core import heartbeat, logs
+from arena.core import logs
+from arena.deployment import heartbeat
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 

@@ -70,8 +70,11 @@ INSTALLED_APPS = [
     "arena.benchmarks",
     "arena.evaluations",
     "arena.leaderboard",
+    "arena.serving",
     "arena.schedules",
+    "arena.alerts",
     "arena.search",
+    "arena.deployment",
 ]
 
 MIDDLEWARE = [
@@ -181,7 +184,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 # GPU queues: `gpu`, or `gpu.0` … `gpu.<N-1>` with N shards, a model's batches always to one
-# shard so its workers keep the weights loaded (arena/evaluations/routing.py).
+# shard so its workers keep the weights loaded (arena/core/routing.py).
 ARENA_GPU_SHARDS = env_int("ARENA_GPU_SHARDS", 1, minimum=1)
 CELERY_TASK_ROUTES = [
     "arena.evaluations.routing.route_task",

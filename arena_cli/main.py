@@ -262,11 +262,12 @@ def suites_upload(
         list[str],
         typer.Argument(
             help="suite.yaml + items.jsonl, task.json (BIG-bench), an lm-eval task.yaml + JSONL, or a .csv; "
-            "ROLE=PATH where the name does not tell (roles: manifest, items, task, config, validation, test, csv)."
+            "ROLE=PATH where the name does not tell (ROLE: one of the format's file keys, e.g. test=docs.jsonl)."
         ),
     ],
     fmt: Annotated[
-        str | None, typer.Option("--format", help="suite, bigbench, lm_eval or csv (default: from the files).")
+        str | None,
+        typer.Option("--format", help="An upload format (default: told from the files); a wrong one lists them all."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="The suite's name (BIG-bench, CSV).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the dev/test split where the data has none.")] = 0,

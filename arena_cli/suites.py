@@ -5,11 +5,14 @@
 - ``task.yaml`` + ``*.jsonl``: an lm-evaluation-harness task and its documents
 - ``items.csv``: a table, with ``--column`` mappings
 
-Any file may be given as ``ROLE=PATH`` (e.g. ``test=docs.jsonl``) where the name does not tell.
+Any file may be given as ``ROLE=PATH`` (e.g. ``test=docs.jsonl``) where the name does not tell. The
+formats and their roles are the library's registry, so ``--format`` with ``ROLE=PATH`` sends any of
+them; only telling a format from bare file names needs a rule in ``detect``.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +20,20 @@ import yaml
 
 from arena_cli.errors import CliError, Exit
 
-# The file roles each format takes (the server's UPLOAD_FORMATS).
-ROLES: dict[str, tuple[str, ...]] = {
-    "suite": ("manifest", "items"),
-    "bigbench": ("task",),
-    "lm_eval": ("config", "validation", "test"),
-    "csv": ("csv",),
-}
-ALL_ROLES = {role for roles in ROLES.values() for role in roles}
+
+@functools.cache
+def format_roles() -> dict[str, tuple[str, ...]]:
+    """The file roles each upload format takes, as the library registers them (the server reads the same)."""
+    # Imported on first use: the library loads pydantic and numpy, which only an upload needs.
+    from ensembles.suites.importers import upload_formats
+
+    return {fmt.name: fmt.file_keys() for fmt in upload_formats()}
+
+
+def _all_roles() -> set[str]:
+    return {role for keys in format_roles().values() for role in keys}
+
+
 # Keys only an lm-evaluation-harness task YAML has; a suite manifest has name/task_type/metric.
 LM_EVAL_KEYS = {"task", "doc_to_text", "doc_to_target", "doc_to_choice", "output_type", "dataset_path", "test_split"}
 DEV_HINTS = ("validation", "valid", "val", "dev")
@@ -49,7 +58,7 @@ def read_text(path: Path) -> str:
 
 def _split_role(arg: str) -> tuple[str | None, Path]:
     role, sep, rest = arg.partition("=")
-    if sep and role in ALL_ROLES:
+    if sep and role in _all_roles():
         return role, Path(rest)
     return None, Path(arg)
 
@@ -112,7 +121,7 @@ def detect(args: list[str]) -> tuple[str, dict[str, Path]]:
     """(format, {role: path}) from the file arguments."""
     explicit, plain = _parse_args(args)
     if explicit and not plain:
-        formats = [f for f, roles in ROLES.items() if set(explicit) <= set(roles)]
+        formats = [f for f, keys in format_roles().items() if set(explicit) <= set(keys)]
         if len(formats) != 1:
             raise _usage(f"these roles do not belong to one format: {', '.join(sorted(explicit))}")
         return formats[0], explicit
@@ -159,8 +168,9 @@ def _assign(args: list[str], fmt: str) -> dict[str, Path]:
     explicit, plain = _parse_args(args)
     if not plain:
         return explicit
-    if len(ROLES[fmt]) == 1 and len(plain) == 1 and not explicit:
-        return {ROLES[fmt][0]: plain[0]}
+    keys = format_roles()[fmt]
+    if len(keys) == 1 and len(plain) == 1 and not explicit:
+        return {keys[0]: plain[0]}
     detected, files = detect(args)
     if detected != fmt:
         raise _usage(f"these files look like a {detected} upload, not {fmt}; give them as ROLE=PATH")
@@ -171,13 +181,13 @@ def upload_body(args: list[str], fmt: str | None, options: dict[str, Any]) -> di
     """The JSON body of POST /suites for these files (``fmt`` overrides the detected format)."""
     if fmt is None:
         fmt, files = detect(args)
-    elif fmt in ROLES:
+    elif fmt in format_roles():
         files = _assign(args, fmt)
     else:
-        raise _usage(f"--format must be one of {', '.join(ROLES)}")
-    unknown = sorted(set(files) - set(ROLES[fmt]))
+        raise _usage(f"--format must be one of {', '.join(format_roles())}")
+    unknown = sorted(set(files) - set(format_roles()[fmt]))
     if unknown:
-        raise _usage(f"{fmt} uploads take {', '.join(ROLES[fmt])}; not {', '.join(unknown)}")
+        raise _usage(f"{fmt} uploads take {', '.join(format_roles()[fmt])}; not {', '.join(unknown)}")
     body: dict[str, Any] = {
         "format": fmt,
         "files": {role: read_text(path) for role, path in files.items()},

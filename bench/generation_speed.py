@@ -1,12 +1,15 @@
 """Batched generation against a one-prompt-at-a-time loop, measured side by side in one run.
 
     .venv/bin/python bench/generation_speed.py                 # SmolLM2-135M from the data directory
-    .venv/bin/python bench/generation_speed.py --random-weights --prompts 1024   # on a GPU machine
+    python3 bench/generation_speed.py --random-weights --prompts 1024 --batch-size 256 \
+        --single-prompts 64 --check-batch-invariance                                     # on a GPU machine
 
 Prints tokens per second for each way and their ratio. With --random-weights the model is
 SmolLM2-135M's architecture with random weights (speed does not depend on the values), so it
-runs where no model files exist, such as a bare GPU machine. On CUDA it also reports the share
-of the memory-bandwidth limit reached: each decode step reads every weight once.
+runs where no model files exist, such as a bare GPU machine. On CUDA it also measures the
+device's copy bandwidth and reports the share of it the batched decode reaches: each decode step
+reads every weight once. --check-batch-invariance generates the same prompts at batch sizes 1, 8
+and 64 and counts the prompts whose greedy text differs.
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ from ensembles.backends.hf import HFBackend  # noqa: E402
 from ensembles.suites import get_builtin  # noqa: E402
 
 SMOLLM = ROOT / "data" / "test" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Peak HBM bandwidth, bytes/s, for the share-of-limit column.
-PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}
 
 
 def random_smollm(path: Path) -> Path:
@@ -86,12 +87,62 @@ def _sync():
     return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
 
+def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 10) -> float:
+    """The device's memory bandwidth as a device-to-device copy moves it, bytes read plus written per second.
+
+    Measured rather than taken from a datasheet: it is the limit a memory-bound decode can reach.
+    """
+    import torch
+
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        dst.copy_(src)
+    end.record()
+    end.synchronize()
+    seconds = start.elapsed_time(end) / 1000 / repeats
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / seconds
+
+
+def batch_invariance(
+    backend: HFBackend, params: DecodingParams, prompts: list[str], sizes: tuple[int, ...] = (1, 8, 64)
+) -> None:
+    """Greedy texts of the same prompts at several batch sizes, compared with batch size 1's."""
+    runs = {}
+    for size in sizes:
+        backend.config.batch_size = size
+        runs[size] = backend.generate(prompts, params)
+    dtype = next(backend.model.parameters()).dtype
+    base = runs[sizes[0]]
+    for size in sizes[1:]:
+        same = [(a, b) for a, b in zip(base, runs[size], strict=True) if a.text == b.text]
+        # Log-probabilities are comparable token by token only where the texts agree.
+        drift = max(
+            (abs(x - y) for a, b in same for x, y in zip(a.token_logprobs, b.token_logprobs, strict=True)),
+            default=0.0,
+        )
+        print(
+            f"batch invariance ({dtype}): batch {size} vs 1: {len(same)}/{len(base)} prompts with the same greedy "
+            f"text; largest token log-probability difference among those {drift:.1e}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--single-prompts", type=int, default=0, help="time one at a time on the first N prompts only (0: all)"
+    )
+    parser.add_argument("--check-batch-invariance", action="store_true")
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = parser.parse_args()
@@ -120,25 +171,44 @@ def main() -> None:
     backend.model.generation_config.eos_token_id = None  # fixed-length generations
     backend.generate(prompts[:2], params)  # warm-up
 
+    # A rate per token does not depend on how many prompts go one at a time, so a subset keeps that side short.
+    singles = prompts[: args.single_prompts] if args.single_prompts else prompts
     rows = {"one prompt at a time": [], f"batched ({args.batch_size})": []}
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
         for name, batch in (("one prompt at a time", False), (f"batched ({args.batch_size})", True)):
-            seconds, tokens = timed(backend, prompts, params, batch)
+            seconds, tokens = timed(backend, prompts if batch else singles, params, batch)
             rows[name].append(tokens / seconds)
     device = backend.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; {args.prompts} prompts x {args.new_tokens} new tokens; median of {args.repeats}")
+    dtype = next(backend.model.parameters()).dtype
+    print(f"device: {name}; {dtype}; torch {torch.__version__}")
+    print(
+        f"{args.prompts} prompts ({len(singles)} one at a time) x {args.new_tokens} new tokens; "
+        f"median of {args.repeats}"
+    )
     base = statistics.median(rows["one prompt at a time"])
     print(f"{'mode':<26}{'tokens/s':>12}{'ratio':>8}")
     for mode, values in rows.items():
         tps = statistics.median(values)
         print(f"{mode:<26}{tps:>12.1f}{tps / base:>7.1f}x")
     if device.startswith("cuda"):
+        # Tied embeddings are one parameter, counted once: each step reads them once.
         weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
-        peak = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
-        steps_per_s = statistics.median(rows[f"batched ({args.batch_size})"]) / min(args.batch_size, args.prompts)
-        if peak:
-            print(f"memory-bandwidth limit reached (batched): {steps_per_s * weight_bytes / peak:.1%}")
+        # End to end: a step's time includes its share of prefill, tokenizing and decoding the text.
+        step_s = min(args.batch_size, args.prompts) / statistics.median(rows[f"batched ({args.batch_size})"])
+        bandwidth = copy_bandwidth()
+        print(
+            f"weights {weight_bytes / 1e6:.1f} MB per decode step, {step_s * 1e3:.2f} ms per step (batched): "
+            f"{weight_bytes / step_s / 1e12:.3f} TB/s against a measured copy bandwidth of {bandwidth / 1e12:.2f} TB/s "
+            f"= {weight_bytes / step_s / bandwidth:.2%} of the memory-bandwidth limit"
+        )
+    if args.check_batch_invariance:
+        # Prompts of different lengths, so batches carry left padding as they do in the arena.
+        varied = [" ".join(f"w{(i * 13 + j) % 4000}" for j in range(8 + (i * 5) % 33)) for i in range(64)]
+        batch_invariance(backend, params, varied if args.random_weights else prompts[:64])
+        if device.startswith("cuda"):
+            backend.model.float()  # the same check in fp32 tells bf16 rounding from a batching bug
+            batch_invariance(backend, params, varied if args.random_weights else prompts[:64])
 
 
 if __name__ == "__main__":

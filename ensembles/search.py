@@ -22,10 +22,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ensembles import stats
+from ensembles.answers import vote_key
 from ensembles.errors import EnsembleError, ParamsError
 from ensembles.strategies import STRATEGIES, Decision, Embedder, MemberAnswer, Strategy
 from ensembles.strategies.embed import embed_checked
-from ensembles.strategies.vote import vote_key
 
 COST_METRICS = ("calls", "tokens", "seconds")
 

@@ -8,28 +8,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import yaml
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.teams.models import Team
 from ensembles.errors import SuiteError
-from ensembles.parsing import load_yaml
-from ensembles.suites import Item, SuiteManifest, import_bigbench, import_csv, import_lm_eval, load_suite
+from ensembles.suites import Item, SuiteManifest
 from ensembles.suites import Suite as LibSuite
-
-# What each upload format reads: {role: what the file is}. Roles are the form/API field names.
-UPLOAD_FORMATS: dict[str, dict[str, str]] = {
-    "suite": {"manifest": "suite manifest (YAML)", "items": "items (JSONL)"},
-    "bigbench": {"task": "BIG-bench task.json"},
-    "lm_eval": {
-        "config": "lm-evaluation-harness task (YAML)",
-        "validation": "dev documents (JSONL)",
-        "test": "test documents (JSONL)",
-    },
-    "csv": {"csv": "items (CSV with a header row)"},
-}
+from ensembles.suites.importers import parse_files
 
 
 @dataclass(frozen=True)
@@ -54,79 +41,20 @@ def decode_upload(name: str, data: bytes, max_bytes: int | None = None) -> Uploa
 
 
 def parse_upload(fmt: str, files: Mapping[str, UploadedText], options: Mapping[str, Any] | None = None) -> LibSuite:
-    """Build a library Suite from uploaded files in one of UPLOAD_FORMATS; SuiteError names file and line.
+    """Build a library Suite from uploaded files in the upload format ``fmt``; SuiteError names file and line.
 
-    ``options``: ``name`` (bigbench, csv), ``seed`` (dev/test split of formats without splits),
-    ``columns``/``metric``/``prompt_template``/``answer_extraction`` (csv).
+    ``files`` are keyed as the format's ``files`` say; ``options`` are those its ``options`` name
+    (a suite ``name``, the split ``seed``, CSV ``columns``, ...). The arena's limits apply.
     """
-    if fmt not in UPLOAD_FORMATS:
-        raise SuiteError(f"unknown format {fmt!r}; choose one of {', '.join(UPLOAD_FORMATS)}")
-    opts = dict(options or {})
-    limits = {"max_bytes": settings.ARENA_SUITE_MAX_BYTES, "max_items": settings.ARENA_SUITE_MAX_ITEMS}
-    required = {"suite": ["manifest", "items"], "bigbench": ["task"], "lm_eval": ["config"], "csv": ["csv"]}[fmt]
-    missing = [role for role in required if role not in files]
-    if missing:
-        raise SuiteError(f"a {fmt} upload needs {' and '.join(UPLOAD_FORMATS[fmt][r] for r in missing)}")
-    seed = int(opts.get("seed") or 0)
-    if fmt == "suite":
-        suite = load_suite(
-            files["manifest"].text,
-            files["items"].text,
-            manifest_file=files["manifest"].name,
-            items_file=files["items"].name,
-            **limits,
-        )
-    elif fmt == "bigbench":
-        suite = import_bigbench(
-            files["task"].text, file=files["task"].name, name=opts.get("name") or None, seed=seed, **limits
-        )
-    elif fmt == "lm_eval":
-        docs = {role: files[role] for role in ("validation", "test") if role in files}
-        if not docs:
-            raise SuiteError("an lm_eval upload needs its documents: a validation and/or a test JSONL file")
-        if sum(len(f.text) for f in docs.values()) > limits["max_bytes"]:
-            raise SuiteError(f"documents are larger than the limit of {limits['max_bytes']:,} bytes")
-        split_name = _lm_eval_split_names(files["config"].text)
-        suite = import_lm_eval(
-            files["config"].text,
-            {split_name[role]: f.text for role, f in docs.items()},
-            yaml_file=files["config"].name,
-            data_files={split_name[role]: f.name for role, f in docs.items()},
-            seed=seed,
-            **limits,
-        )
-    else:
-        if not opts.get("name"):
-            raise SuiteError("a CSV upload needs a suite name")
-        columns = opts.get("columns")
-        if not isinstance(columns, Mapping) or not columns.get("input"):
-            raise SuiteError("a CSV upload needs a column mapping naming at least the input column")
-        extra = {k: opts[k] for k in ("prompt_template", "answer_extraction") if opts.get(k)}
-        suite = import_csv(
-            files["csv"].text,
-            columns,
-            name=str(opts["name"]),
-            file=files["csv"].name,
-            seed=seed,
-            metric=str(opts.get("metric") or "exact_match"),
-            **extra,
-            **limits,
-        )
+    suite = parse_files(
+        fmt,
+        files,
+        options,
+        max_bytes=settings.ARENA_SUITE_MAX_BYTES,
+        max_items=settings.ARENA_SUITE_MAX_ITEMS,
+    )
     _refuse_nul(suite)
     return suite
-
-
-def _lm_eval_split_names(config_text: str) -> dict[str, str]:
-    """The split names the task YAML gives its dev and test documents (validation_split, test_split)."""
-    try:
-        config = load_yaml(config_text)
-    except yaml.YAMLError:
-        config = None  # import_lm_eval reports the YAML error with its line
-    config = config if isinstance(config, dict) else {}
-    return {
-        "validation": str(config.get("validation_split") or "validation"),
-        "test": str(config.get("test_split") or "test"),
-    }
 
 
 def _refuse_nul(suite: LibSuite) -> None:

@@ -1,4 +1,5 @@
-"""Suite pages: the team's suites and their versions, uploading a suite, one suite's manifest and items."""
+"""Suite pages: the team's suites and their versions, uploading a suite or adding a built-in one, one suite's
+manifest and items."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import json
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from arena.benchmarks.models import Suite
-from arena.benchmarks.services import UPLOAD_FORMATS, UploadedText, decode_upload, upload_suite
+from arena.benchmarks.services import UploadedText, decode_upload, import_suite, upload_suite
+from arena.core.forms import errors
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role
-from ensembles.errors import SuiteError
-from ensembles.suites import BUILTIN_SUITES
+from ensembles.errors import EnsembleError, SuiteError
+from ensembles.suites import BUILTIN_SUITES, get_builtin
+from ensembles.suites.importers import DEFAULT_FORMAT, upload_format, upload_formats
 
 ITEMS_SHOWN = 50
 CSV_COLUMN_FIELDS = ("input", "reference", "choices", "gold", "gold_kind", "split", "id")
@@ -41,8 +45,12 @@ def suite_list(request, team: str):
             "team": t,
             "can_edit": membership.allows(Role.MEMBER),
             "suites": _with_counts(Suite.objects.filter(team=t)),
-            # Lists, not dicts: a template's ".items" would look up the "items" role.
-            "formats": [(fmt, list(roles.items())) for fmt, roles in UPLOAD_FORMATS.items()],
+            # Plain values, not the format classes: a template would call a class to instantiate it.
+            "formats": [
+                {"name": fmt.name, "label": fmt.summary, "files": [(f.key, f.description) for f in fmt.files]}
+                for fmt in upload_formats()
+            ],
+            "named_formats": " and ".join(fmt.pretty_name for fmt in upload_formats() if "name" in fmt.options),
             "builtin_suites": BUILTIN_SUITES.names(),
             "max_bytes": settings.ARENA_SUITE_MAX_BYTES,
             "max_items": settings.ARENA_SUITE_MAX_ITEMS,
@@ -65,12 +73,10 @@ def _csv_columns(post) -> dict:
 def suite_upload(request, team: str):
     """Import uploaded files whole or not at all; every problem is shown with its file and line."""
     t = team_for(request.user, team, Role.MEMBER)
-    fmt = request.POST.get("format", "suite")
+    fmt = request.POST.get("format", DEFAULT_FORMAT)
     try:
-        if fmt not in UPLOAD_FORMATS:
-            raise SuiteError(f"unknown format {fmt!r}; choose one of {', '.join(UPLOAD_FORMATS)}")
         files: dict[str, UploadedText] = {}
-        for role in UPLOAD_FORMATS[fmt]:
+        for role in upload_format(fmt).file_keys():
             upload = request.FILES.get(f"{fmt}-{role}")
             if upload is None:
                 continue
@@ -96,6 +102,26 @@ def suite_upload(request, team: str):
     else:
         messages.info(request, f"{suite.name} v{suite.version} already holds exactly this content; nothing changed.")
     return redirect("suite", team=t.slug, suite_id=suite.pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def add_builtin_suite(request, team: str):
+    """Add one of the project's generated suites from the dashboard, which shows how that went."""
+    t = team_for(request.user, team, Role.MEMBER)
+    name = request.POST.get("name", "")
+    size = request.POST.get("size", "").strip()
+    try:
+        if size and not size.isdigit():
+            raise ValidationError({"size": "size must be a whole number"})
+        suite = import_suite(t, get_builtin(name, size=int(size) if size else None))
+    except (EnsembleError, ValidationError) as exc:
+        msgs = errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        for msg in msgs:
+            messages.error(request, msg)
+    else:
+        messages.success(request, f"Added {suite.name} v{suite.version} ({suite.items.count()} items).")
+    return redirect("dashboard", team=t.slug)
 
 
 def _item_row(item) -> dict:

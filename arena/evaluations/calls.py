@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from arena.evaluations.models import Generation
-from arena.evaluations.services import POOL, RetryLater, generation_key, store_generations
+from arena.evaluations import cache
+from arena.registry.backends import backend_for
 from arena.registry.models import Entry
-from arena.registry.services import backend_for
 from arena.teams.models import Team
-from ensembles.backends import Backend, BackendError, DecodingParams, TransientBackendError
+from ensembles.backends import Backend, BackendError, DecodingParams
 from ensembles.strategies import CallResult, Sampling
 
 
@@ -51,31 +50,16 @@ class ArenaCaller:
         _, backend, fingerprint = self._model(member)
         # A sample's temperature, top_p and seed are part of its key: each seed is its own generation.
         params = self.params if sampling is None else sampling.applied_to(self.params)
-        keys = [generation_key(fingerprint, p, params) for p in prompts]
-        cached = {g.key: g for g in Generation.objects.filter(key__in=keys)}
-        # A prompt asked for twice in one call is generated once.
-        missing = {k: p for k, p in zip(keys, prompts, strict=True) if k not in cached}
-        if missing:
-            try:
-                outputs = POOL.get(fingerprint, lambda: backend).generate(list(missing.values()), params)
-            except TransientBackendError as exc:
-                raise RetryLater(str(exc)) from exc
-            # Another worker may have stored the same generation meanwhile; the first one stays.
-            store_generations(
-                fingerprint,
-                params,
-                [(key, prompt, out) for (key, prompt), out in zip(missing.items(), outputs, strict=True)],
-            )
-            self.new_calls += len(missing)
-            cached = {g.key: g for g in Generation.objects.filter(key__in=keys)}
+        read = cache.generations(fingerprint, lambda: backend, prompts, params)
+        self.new_calls += read.new
         return [
             CallResult(
-                text=cached[k].text,
-                answer=self.extract(cached[k].text),
-                tokens=cached[k].prompt_tokens + cached[k].completion_tokens,
-                seconds=cached[k].latency_s,
-                logprob=cached[k].mean_logprob,
-                cached=k not in missing,
+                text=gen.text,
+                answer=self.extract(gen.text),
+                tokens=gen.prompt_tokens + gen.completion_tokens,
+                seconds=gen.latency_s,
+                logprob=gen.mean_logprob,
+                cached=gen.key not in read.computed,
             )
-            for k in keys
+            for gen in read.generations
         ]

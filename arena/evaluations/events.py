@@ -3,7 +3,8 @@
 Best-effort by design: the database is the source of truth, an event only tells a page
 to reload its snapshot, so a lost event costs freshness, never correctness. Each event first
 replaces the version of the team's results, under which those snapshots are cached
-(arena/leaderboard/snapshots.py): every page then reloads what one build made of the database.
+(arena/evaluations/snapshots.py, arena/leaderboard/snapshots.py): every page then reloads what one
+build made of the database.
 """
 
 from __future__ import annotations

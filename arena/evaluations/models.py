@@ -6,18 +6,20 @@ from django.conf import settings
 from django.db import models
 
 from arena.benchmarks.models import Suite, SuiteItem
+from arena.core.states import TERMINAL, State  # noqa: F401 (apps above evaluations read both from here)
 from arena.registry.models import Entry
 from arena.teams.models import Team
 
 
-class State(models.TextChoices):
+class EntryState(models.TextChoices):
+    """An entry's way through a run (arena/evaluations/pipeline): its answers generated or combined while
+    running, then scored (every answer has its score), then done once aggregated, or failed."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
+    SCORED = "scored", "Scored"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
-
-
-TERMINAL = (State.DONE, State.FAILED)
 
 
 class Run(models.Model):
@@ -32,7 +34,7 @@ class Run(models.Model):
     judge = models.ForeignKey(Entry, null=True, blank=True, on_delete=models.SET_NULL, related_name="judged_runs")
     judge_state = models.CharField(max_length=10, choices=State.choices, blank=True, default="")
     # Judge runs: the judge's usage and ratings. Other runs: what is computed once after they finish
-    # (the ensemble-size curve, arena.leaderboard.services.run_size_curve).
+    # (the ensemble-size curve, stored by the run's analyse step).
     results = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -57,7 +59,7 @@ class RunEntry(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="run_entries")
     entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="run_entries")
     is_target = models.BooleanField(default=True, help_text="chosen for the run, not only a blend's member")
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    state = models.CharField(max_length=10, choices=EntryState.choices, default=EntryState.QUEUED)
     error = models.TextField(blank=True)
     fingerprint = models.CharField(max_length=120, blank=True)
     total_items = models.PositiveIntegerField(default=0)

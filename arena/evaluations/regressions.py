@@ -22,7 +22,7 @@ def _finished(qs):
     return qs.filter(state=State.DONE, score__isnull=False)
 
 
-def _item_values(pairs: list[tuple[int, int, str]]) -> dict[tuple[int, int], dict[int, float]]:
+def item_values(pairs: list[tuple[int, int, str]]) -> dict[tuple[int, int], dict[int, float]]:
     """(run, entry) -> {item: value} on each run's report split, in one query."""
     splits = {run_id: split for run_id, _, split in pairs}
     wanted = {(run_id, entry_id) for run_id, entry_id, _ in pairs}
@@ -38,7 +38,7 @@ def _item_values(pairs: list[tuple[int, int, str]]) -> dict[tuple[int, int], dic
     return out
 
 
-def for_run(run: Run) -> list[dict]:
+def regressions_for(run: Run) -> list[dict]:
     """Every finished entry of ``run`` that has an earlier finished result, compared with it.
 
     A constant number of queries, however many entries the run has. Judge suites are left out: an
@@ -61,7 +61,7 @@ def for_run(run: Run) -> list[dict]:
             "run"
         )
     }
-    values = _item_values(
+    values = item_values(
         [(run.pk, c.entry_id, run.report_split) for c in current if c.previous_id]
         + [(p.run_id, p.entry_id, p.run.report_split) for p in earlier.values()]
     )
@@ -71,12 +71,14 @@ def for_run(run: Run) -> list[dict]:
         if prev is None:
             continue
         mine, theirs = values.get((run.pk, re.entry_id), {}), values.get((prev.run_id, prev.entry_id), {})
-        out.append(_compare(re, prev, mine, theirs, seed=run.pk))
+        out.append(compare_results(re, prev, mine, theirs, seed=run.pk))
     out.sort(key=lambda r: r["entry"])
     return out
 
 
-def _compare(current: RunEntry, previous: RunEntry, mine: dict[int, float], theirs: dict[int, float], *, seed: int):
+def compare_results(
+    current: RunEntry, previous: RunEntry, mine: dict[int, float], theirs: dict[int, float], *, seed: int
+) -> dict:
     """One entry's result against its previous one; ``mine``/``theirs`` map item ids to per-item values."""
     if mine and mine.keys() == theirs.keys():
         items = sorted(mine)

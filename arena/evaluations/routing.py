@@ -1,10 +1,4 @@
-"""GPU affinity: every batch of one model goes to the same GPU queue.
-
-A GPU worker keeps the models it has loaded (ModelPool), so sending all batches of a model to
-the workers of one shard means each of those workers loads the weights once, not once per batch.
-With ARENA_GPU_SHARDS=1 (the default) there is one queue, `gpu`, and every GPU worker serves
-every model; with N shards the queues are `gpu.0` … `gpu.<N-1>` and a model's shard is a stable
-hash of its fingerprint. Every process that sends or consumes tasks must agree on N.
+"""The router of a run's tasks: every batch of one model goes to that model's GPU queue (arena/core/routing.py).
 
 Blends whose strategy calls a model (fuser, mixture of agents, pipeline, self-consistency) and
 judging go to the GPU queue of the model they call first, recorded by planning in the run's
@@ -14,32 +8,14 @@ stay on `cpu`.
 
 from __future__ import annotations
 
-import hashlib
-
 from django.conf import settings
 from django.db.models import F
 
-GPU_QUEUE = "gpu"
+from arena.core.routing import GPU_QUEUE, gpu_queue
+
 GENERATE_TASK = "arena.evaluations.tasks.generate_batch"
 COMBINE_TASK = "arena.evaluations.tasks.combine_blend"
 JUDGE_TASK = "arena.evaluations.tasks.judge_run"
-
-
-def shard_of(fingerprint: str, shards: int) -> int:
-    """The shard of a model: the same in every process and on every machine (unlike hash())."""
-    digest = hashlib.sha256(fingerprint.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % shards
-
-
-def gpu_queue(fingerprint: str, shards: int | None = None) -> str:
-    shards = settings.ARENA_GPU_SHARDS if shards is None else shards
-    return GPU_QUEUE if shards == 1 else f"{GPU_QUEUE}.{shard_of(fingerprint, shards)}"
-
-
-def gpu_queues(shards: int | None = None) -> list[str]:
-    """Every GPU queue in use: what the GPU workers, together, must consume."""
-    shards = settings.ARENA_GPU_SHARDS if shards is None else shards
-    return [GPU_QUEUE] if shards == 1 else [f"{GPU_QUEUE}.{i}" for i in range(shards)]
 
 
 def fingerprint_of_work_item(work_item_id: int) -> str:

@@ -1,8 +1,9 @@
 """Live channels: a page subscribes to one run or one leaderboard it may see.
 
-Each event goes out with the snapshot the page shows (arena/leaderboard/snapshots.py), built once
-per process for each version of the team's results and each set of page filters, so 200 open pages
-cost one build and 200 sends instead of 200 requests that each build it again.
+Each event goes out with the snapshot the page shows (arena/leaderboard/snapshots.py for a board,
+arena/evaluations/snapshots.py for a run), built once per process for each version of the team's
+results and each set of page filters, so 200 open pages cost one build and 200 sends instead of 200
+requests that each build it again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from arena.core import cache
 from arena.evaluations.events import board_group, run_group
 from arena.evaluations.models import Run
+from arena.evaluations.snapshots import run_push
 from arena.leaderboard import snapshots
 from arena.teams.models import Membership
 
@@ -146,7 +148,7 @@ class RunConsumer(_LiveConsumer):
         return ("run", self.run_id)
 
     def push(self) -> str:
-        return snapshots.run_push(self.run_id)
+        return run_push(self.run_id)
 
 
 class BoardConsumer(_LiveConsumer):

@@ -10,13 +10,13 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from arena.alerts.models import RegressionAlert
 from arena.benchmarks.models import Suite
 from arena.core import cache
 from arena.evaluations.events import changed
 from arena.evaluations.models import Run, RunEntry
 from arena.leaderboard.consumers import memberships_key
 from arena.registry.models import Entry
-from arena.schedules.models import RegressionAlert
 from arena.teams.models import Membership, Team
 
 

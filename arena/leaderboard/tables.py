@@ -1,7 +1,9 @@
-"""The leaderboard table's rows as HTML, the same markup static/arena/live.js renders from the JSON.
+"""The boards' rows as HTML: a page renders them, and every live event carries them to the open
+pages, which swap them in (static/arena/live.js), so the markup is written here only.
 
 Written in Python rather than as a template: 500 rows of 13 cells took Django's template engine
-~90 ms, over half the page's budget, and formatting them here takes ~2 ms.
+~90 ms, over half the page's budget, and formatting them here takes ~2 ms. (A run's rows, one per
+entry, are few enough for their template: arena/evaluations/tables.py.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def _num(value, digits: int) -> str:
 
 
 def _evaluated(iso: str | None) -> str:
-    """A short UTC time ("23 Nov 02:21") with the full one on hover; live.js writes the same."""
+    """A short UTC time ("23 Nov 02:21") with the full one on hover."""
     if not iso:
         return ""
     at = datetime.fromisoformat(iso).astimezone(UTC)

@@ -1,4 +1,9 @@
-"""The pages a team uses: dashboard, forms, runs, leaderboards, entries."""
+"""The team's dashboard and its boards: one suite's ranking, every suite at once, two entries compared,
+and an entry's card (what it is, what produced its results, how it did run after run).
+
+The dashboard sits with the boards because it only reads: it lists everything the team has, and its
+forms post to each app's own views (registry, benchmarks, evaluations), which send a refused form back.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,23 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
 
-from arena.benchmarks.models import Suite, SuiteItem
-from arena.benchmarks.services import import_suite, library_item, library_suite
-from arena.evaluations import services as evaluations
-from arena.evaluations.models import Run, RunEntry, Score
-from arena.leaderboard import charts, services, snapshots, tables
+from arena.benchmarks.models import Suite
+from arena.core.forms import SENT_FORM
+from arena.evaluations.models import Run, RunEntry
+from arena.evaluations.snapshots import live_response
+from arena.leaderboard import charts, queries, snapshots, tables
 from arena.leaderboard.snapshots import GROUP_KINDS
 from arena.leaderboard.snapshots import of_kind as _of_kind
 from arena.registry import services as registry
 from arena.registry.models import Entry, Kind
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role, Team
-from ensembles.errors import EnsembleError
-from ensembles.parsing import load_json
 from ensembles.strategies import STRATEGIES
-from ensembles.suites import BUILTIN_SUITES, get_builtin
+from ensembles.suites import BUILTIN_SUITES
 
 EXPORT_COLUMNS = [
     "entry",
@@ -52,12 +53,6 @@ EXPORT_COLUMNS = [
     "state",
     "evaluated_at",
 ]
-
-
-def _errors(exc: ValidationError) -> list[str]:
-    if hasattr(exc, "message_dict"):
-        return [f"{field}: {msg}" for field, msgs in exc.message_dict.items() for msg in msgs]
-    return list(exc.messages)
 
 
 @login_required
@@ -91,212 +86,9 @@ def dashboard(request, team: str):
     )
 
 
-SENT_FORM = "dashboard_form"
-
-
 def _all_splits(team) -> list[str]:
     manifests = Suite.objects.filter(team=team).values_list("manifest", flat=True)
     return sorted({split for manifest in manifests for split in manifest.get("splits", ["test"])})
-
-
-def _keep_sent(request, form: str, fields: tuple[str, ...], lists: tuple[str, ...] = ()) -> None:
-    """Keep a refused form's values (never an API key) for the dashboard the error redirects to."""
-    request.session[SENT_FORM] = {
-        "form": form,
-        **{f: request.POST.get(f, "") for f in fields},
-        **{f: request.POST.getlist(f) for f in lists},
-    }
-
-
-def _json_field(request, name: str, default):
-    raw = request.POST.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return load_json(raw)
-    except json.JSONDecodeError as exc:
-        raise ValidationError({name: f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}) from None
-
-
-@login_required
-@require_http_methods(["POST"])
-def register_entry(request, team: str):
-    t = team_for(request.user, team, Role.MEMBER)
-    try:
-        if request.POST.get("kind") == Kind.BLEND:
-            members = [m for m in request.POST.getlist("members") if m]
-            entry = registry.register_blend(
-                t,
-                name=request.POST.get("name", ""),
-                strategy=request.POST.get("strategy", ""),
-                params=_json_field(request, "params", {}),
-                members=members,
-                user=request.user,
-            )
-        else:
-            entry = registry.register_model(
-                t,
-                name=request.POST.get("name", ""),
-                kind=request.POST.get("kind", ""),
-                config=_json_field(request, "config", {}),
-                api_key=request.POST.get("api_key", ""),
-                user=request.user,
-            )
-    except ValidationError as exc:
-        for msg in _errors(exc):
-            messages.error(request, msg)
-        if request.POST.get("kind") == Kind.BLEND:
-            _keep_sent(request, "blend", ("name", "strategy", "params"), ("members",))
-        else:
-            _keep_sent(request, "model", ("name", "kind", "config"))
-        return redirect("dashboard", team=t.slug)
-    messages.success(request, f"Registered {entry.name}.")
-    return redirect("entry", team=t.slug, entry_id=entry.pk)
-
-
-@login_required
-@require_http_methods(["POST"])
-def start_run(request, team: str):
-    t = team_for(request.user, team, Role.MEMBER)
-    suite_id = request.POST.get("suite", "")
-    suite = Suite.objects.filter(team=t, pk=int(suite_id)).first() if suite_id.isdigit() else None
-    ids = [int(i) for i in request.POST.getlist("entries") if i.isdigit()]
-    entries = list(Entry.objects.filter(team=t, pk__in=ids))
-    judge_id = request.POST.get("judge", "")
-    judge = Entry.objects.filter(team=t, pk=int(judge_id)).first() if judge_id.isdigit() else None
-    try:
-        if suite is None:
-            raise ValidationError({"suite": "choose a suite"})
-        if len(entries) != len(ids):
-            raise ValidationError({"entries": "unknown entries"})
-        if judge_id and judge is None:
-            raise ValidationError({"judge": "unknown judge"})
-        splits = request.POST.getlist("splits")
-        run = evaluations.create_run(t, suite, entries, splits=splits or None, user=request.user, judge=judge)
-    except ValidationError as exc:
-        for msg in _errors(exc):
-            messages.error(request, msg)
-        _keep_sent(request, "run", ("suite", "judge"), ("entries", "splits"))
-        request.session[SENT_FORM]["errors"] = _errors(exc)  # shown in the form as well as above
-        return redirect("dashboard", team=t.slug)
-    return redirect("run", team=t.slug, run_id=run.pk)
-
-
-@login_required
-@require_http_methods(["POST"])
-def add_builtin_suite(request, team: str):
-    t = team_for(request.user, team, Role.MEMBER)
-    name = request.POST.get("name", "")
-    size = request.POST.get("size", "").strip()
-    try:
-        if size and not size.isdigit():
-            raise ValidationError({"size": "size must be a whole number"})
-        suite = import_suite(t, get_builtin(name, size=int(size) if size else None))
-    except (EnsembleError, ValidationError) as exc:
-        msgs = _errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
-        for msg in msgs:
-            messages.error(request, msg)
-    else:
-        messages.success(request, f"Added {suite.name} v{suite.version} ({suite.items.count()} items).")
-    return redirect("dashboard", team=t.slug)
-
-
-@login_required
-def run_detail(request, team: str, run_id: int):
-    t = team_for(request.user, team)
-    run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
-    snapshot = snapshots.run_snapshot(run)
-    if request.GET.get("format") == "json":
-        if run.state == "done":
-            snapshot["diversity"] = services.run_diversity(run)
-            snapshot["size_curve"] = services.run_size_curve(run)
-        return JsonResponse(snapshot)
-    diversity = services.run_diversity(run) if run.state == "done" else None
-    if diversity:
-        diversity["rows"] = [
-            {"name": name, "correlation": corr, "kappa": kap}
-            for name, corr, kap in zip(
-                diversity["members"], diversity["error_correlation"], diversity["kappa"], strict=True
-            )
-        ]
-    done = run.state == "done"
-    size_curve = services.run_size_curve(run)
-    return render(
-        request,
-        "leaderboard/run.html",
-        {
-            "team": t,
-            "run": run,
-            "snapshot": snapshot,
-            "diversity": diversity,
-            "agreement_chart": charts.member_agreement(diversity),
-            "selection_charts": [
-                {"id": f"selection-{c['entry_id']}", "figure": charts.selection_gain(c)}
-                for c in (services.selection_curves(run) if done else [])
-            ],
-            "boosting_rounds": services.boosting_rounds(run) if done else [],
-            "calibration_tables": services.calibration_tables(run) if done else [],
-            "size_curve": size_curve,
-            "size_chart": charts.size_gain(size_curve),
-        },
-    )
-
-
-@login_required
-def run_items(request, team: str, run_id: int):
-    """Item by item: which entry got which item right, each cell linking to its drill-down."""
-    t = team_for(request.user, team)
-    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
-    entries = [re.entry for re in run.run_entries.select_related("entry").order_by("entry__kind", "entry__name")]
-    values = {
-        (item_id, entry_id): value
-        for item_id, entry_id, value in Score.objects.filter(run=run).values_list("item_id", "entry_id", "value")
-    }
-    only = request.GET.get("differ") == "1"
-    rows = []
-    for item in SuiteItem.objects.filter(suite=run.suite, split__in=run.splits).order_by("position"):
-        cells = [values.get((item.pk, e.pk)) for e in entries]
-        known = {c for c in cells if c is not None}
-        if only and len(known) < 2:
-            continue
-        rows.append({"item": item, "cells": cells})
-    return render(
-        request, "leaderboard/run_items.html", {"team": t, "run": run, "entries": entries, "rows": rows, "only": only}
-    )
-
-
-@login_required
-def item_detail(request, team: str, run_id: int, item_id: int):
-    """Why a blend won or lost one item: the prompt, every member's output, the votes, the reference."""
-    t = team_for(request.user, team)
-    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
-    item = SuiteItem.objects.filter(suite=run.suite, pk=item_id).first()
-    if item is None:
-        raise Http404("no such item in this run")
-    suite = library_suite(run.suite)
-    scores = list(
-        Score.objects.filter(run=run, item=item)
-        .select_related("entry", "generation")
-        .order_by("entry__kind", "entry__name")
-    )
-    for s in scores:
-        # How a blend decided, one "key: value" line per top-level key (values as compact JSON).
-        s.how = "\n".join(
-            f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in (s.details or {}).items()
-        )
-    return render(
-        request,
-        "leaderboard/item.html",
-        {
-            "team": t,
-            "run": run,
-            "item": item,
-            "prompt": suite.render_prompt(library_item(item)),
-            "reference": suite.reference_answer(library_item(item)),
-            "metric": suite.manifest.metric,
-            "scores": scores,
-        },
-    )
 
 
 # The leaderboard's sortable columns: (header, ?sort= key, the first click's direction).
@@ -346,8 +138,10 @@ def leaderboard(request, team: str, suite: str):
     t = team_for(request.user, team)
     kind, version = request.GET.get("kind", ""), request.GET.get("version", "")
     sort, fmt = request.GET.get("sort") or "-score", request.GET.get("format") or "html"
-    if sort.removeprefix("-") not in services.SORTS:
-        return _bad_request(request, t, f"sort: unknown column {sort!r}; choose from {', '.join(services.SORTS)}")
+    if sort.removeprefix("-") not in queries.SORTS:
+        return _bad_request(request, t, f"sort: unknown column {sort!r}; choose from {', '.join(queries.SORTS)}")
+    if fmt == "live":  # what a live event brings the open page: fetched whenever its socket (re)opens
+        return live_response(snapshots.board_push(t, suite, request.GET.dict()))
     if fmt not in BOARD_FORMATS:
         return _bad_request(request, t, f"format: unknown format {fmt!r}; choose from {', '.join(BOARD_FORMATS[1:])}")
     data, kinds = snapshots.shown_board(t, suite, kind=kind, version=version, sort=sort)
@@ -394,7 +188,7 @@ def leaderboard(request, team: str, suite: str):
             ],
             "version_links": [
                 {"label": f"v{v}" if v else "all", "href": "?" + _query(request.GET, version=v), "on": v == version}
-                for v in ["", *services.suite_versions(t, suite)]
+                for v in ["", *queries.suite_versions(t, suite)]
             ],
             # Each team ranks its own entries; a person in several teams switches between their boards.
             "team_links": [
@@ -414,7 +208,7 @@ def leaderboards(request, team: str):
     kind, fmt = request.GET.get("kind", ""), request.GET.get("format") or "html"
     if fmt not in ("html", "json", "csv"):
         return _bad_request(request, t, f"format: unknown format {fmt!r}; choose from json, csv")
-    data = services.across_suites(t)
+    data = queries.across_suites(t)
     kinds = sorted({r["kind"] for r in data["rows"]})
     data["rows"] = _of_kind(data["rows"], kind)
     data["filters"] = {"kind": kind}
@@ -447,32 +241,6 @@ def leaderboards(request, team: str):
             "heatmap": charts.suite_heatmap(shown, data["suites"]),
             "heatmap_cut": len(data["rows"]) > len(shown),
             "heatmap_rows": HEATMAP_ROWS,
-        },
-    )
-
-
-@login_required
-def entry_detail(request, team: str, entry_id: int):
-    """An entry's card: what it is, what produced its results, and how it did run after run."""
-    t = team_for(request.user, team)
-    entry = get_owned(Entry.objects.all(), t, pk=entry_id)
-    history = entry.run_entries.select_related("run__suite").order_by("-run__created_at", "-run_id")[:50]
-    points = services.entry_history(entry)
-    verdicts = {p["run_id"]: p for p in points}
-    return render(
-        request,
-        "leaderboard/entry.html",
-        {
-            "team": t,
-            "entry": entry,
-            "members": entry.ordered_members(),
-            "used_by": list(entry.blends.order_by("name")),
-            "history": [{"re": h, "check": verdicts.get(h.run_id)} for h in history],
-            "config_json": json.dumps(entry.config, indent=2),
-            "params_json": json.dumps(entry.params, indent=2),
-            "provenance": services.entry_provenance(entry),
-            "history_chart": charts.score_history(points),
-            "others": Entry.objects.filter(team=t).exclude(pk=entry.pk).only("pk", "name"),
         },
     )
 
@@ -512,8 +280,8 @@ def compare(request, team: str):
             return fail(f"{field}: not an id: {raw[field]!r}")
     if not raw["a"] or not raw["b"]:
         return fail("choose two entries to compare")
-    if context["show"] not in services.SHOW:
-        return fail(f"show: one of {', '.join(services.SHOW)}")
+    if context["show"] not in queries.SHOW:
+        return fail(f"show: one of {', '.join(queries.SHOW)}")
     a = get_owned(Entry.objects.all(), t, pk=int(raw["a"]))
     b = get_owned(Entry.objects.all(), t, pk=int(raw["b"]))
     if a.pk == b.pk:
@@ -542,6 +310,32 @@ def compare(request, team: str):
         ra, rb = _finished_result(context["runs"][0].pk, a), _finished_result(context["runs"][0].pk, b)
     else:
         return fail(f"{a.name} and {b.name} never finished the same run: choose a suite")
-    context.update(a_entry=a, b_entry=b, ra=ra, rb=rb, result=services.compare(ra, rb, context["show"]))
+    context.update(a_entry=a, b_entry=b, ra=ra, rb=rb, result=queries.compare(ra, rb, context["show"]))
     context["query"] = _query(request.GET, show="")
     return render(request, "leaderboard/compare.html", context)
+
+
+@login_required
+def entry_detail(request, team: str, entry_id: int):
+    """An entry's card: what it is, what produced its results, and how it did run after run."""
+    t = team_for(request.user, team)
+    entry = get_owned(Entry.objects.all(), t, pk=entry_id)
+    history = entry.run_entries.select_related("run__suite").order_by("-run__created_at", "-run_id")[:50]
+    points = queries.entry_history(entry)
+    verdicts = {p["run_id"]: p for p in points}
+    return render(
+        request,
+        "leaderboard/entry.html",
+        {
+            "team": t,
+            "entry": entry,
+            "members": entry.ordered_members(),
+            "used_by": list(entry.blends.order_by("name")),
+            "history": [{"re": h, "check": verdicts.get(h.run_id)} for h in history],
+            "config_json": json.dumps(entry.config, indent=2),
+            "params_json": json.dumps(entry.params, indent=2),
+            "provenance": queries.entry_provenance(entry),
+            "history_chart": charts.score_history(points),
+            "others": Entry.objects.filter(team=t).exclude(pk=entry.pk).only("pk", "name"),
+        },
+    )

@@ -1,27 +1,124 @@
-"""JSON API for merge entries' materialization (mounted on /api/v1 by arena/leaderboard/api.py).
+"""JSON API for the registry: model entries, blends, and merge entries' materialization.
 
-Every merge is looked up within the token's team, so other teams' names answer 404.
+Every entry is looked up within the token's team, so other teams' names answer 404.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import Http404
-from ninja import Router, Schema
-from ninja.errors import HttpError
+from ninja import Field, Router, Schema
 
-from arena.registry import merges
+from arena.registry import merges, services
 from arena.registry.models import Entry, Kind
-from arena.teams.models import ROLE_RANK, Role
+from arena.teams.access import require_role
+from arena.teams.models import Role
 
-router = Router(tags=["merges"])
+router = Router()
+merges_router = Router(tags=["merges"])
+router.add_router("/", merges_router)
 
 
-def _require(request, role: str) -> None:
-    if ROLE_RANK[Role(request.auth.role)] < ROLE_RANK[Role(role)]:
-        raise HttpError(403, f"this token's role cannot do this (needs {role})")
+class EntryOut(Schema):
+    id: int
+    name: str
+    kind: str
+    strategy: str
+    params: dict[str, Any]
+    members: list[str]
+    config: dict[str, Any]
+
+
+class ModelIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    kind: Literal["hf", "gguf", "openai", "merge"]
+    config: dict[str, Any]
+    api_key: str = Field("", max_length=500)
+    description: str = Field("", max_length=2000)
+
+
+class BlendIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+    strategy: str = Field(..., min_length=1, max_length=60)
+    params: dict[str, Any] = {}
+    # How many a strategy takes is checked by register_blend (self-consistency samples one member).
+    members: list[str] = Field(..., min_length=1, max_length=16)
+    description: str = Field("", max_length=2000)
+
+
+def _entry_out(e: Entry) -> dict:
+    return {
+        "id": e.pk,
+        "name": e.name,
+        "kind": e.kind,
+        "strategy": e.strategy,
+        "params": e.params,
+        "members": [bm.member.name for bm in e.member_links.all()],
+        "config": e.config,
+    }
+
+
+@router.get("/entries", response=list[EntryOut])
+def list_entries(request):
+    qs = Entry.objects.filter(team=request.auth.team).prefetch_related("member_links__member")
+    return [_entry_out(e) for e in qs]
+
+
+@router.post("/entries", response={201: EntryOut})
+def create_entry(request, body: ModelIn):
+    require_role(request, Role.MEMBER)
+    entry = services.register_model(
+        request.auth.team,
+        name=body.name,
+        kind=body.kind,
+        config=body.config,
+        api_key=body.api_key,
+        description=body.description,
+    )
+    return 201, _entry_out(entry)
+
+
+class ModelUpdateIn(Schema):
+    kind: Literal["hf", "gguf", "openai", "merge"]
+    config: dict[str, Any]
+    api_key: str = Field("", max_length=500, description="openai: a new key; empty keeps the stored one")
+    description: str | None = Field(None, max_length=2000, description="left out: keeps the stored one")
+
+
+@router.put("/entries/{path:name}", response={200: EntryOut, 201: EntryOut})
+def put_entry(request, name: str, body: ModelUpdateIn):
+    """Register a model entry under ``name`` (201), or point the existing one at a new checkpoint (200).
+
+    The kind cannot change; earlier runs keep the results they computed. Refused (422) while the
+    entry is in a run that has not finished.
+    """
+    require_role(request, Role.MEMBER)
+    entry, created = services.put_model(
+        request.auth.team,
+        name=name,
+        kind=body.kind,
+        config=body.config,
+        api_key=body.api_key,
+        description=body.description,
+    )
+    return (201 if created else 200), _entry_out(entry)
+
+
+@router.post("/blends", response={201: EntryOut})
+def create_blend(request, body: BlendIn):
+    require_role(request, Role.MEMBER)
+    entry = services.register_blend(
+        request.auth.team,
+        name=body.name,
+        strategy=body.strategy,
+        params=body.params,
+        members=body.members,
+        description=body.description,
+    )
+    return 201, _entry_out(entry)
+
 
 
 class MergeOut(Schema):
@@ -48,23 +145,23 @@ def merge_out(entry: Entry) -> dict[str, Any]:
     return {"name": entry.name, "recipe": entry.config, **merges.state_of(entry)}
 
 
-@router.get("/merges", response=list[MergeOut])
+@merges_router.get("/merges", response=list[MergeOut])
 def list_merges(request):
     """The team's merge entries and where the building of their weights stands."""
     return [merge_out(e) for e in Entry.objects.filter(team=request.auth.team, kind=Kind.MERGE)]
 
 
 # Before GET /merges/{merge}: a merge name may hold slashes, so the longer route must match first.
-@router.post("/merges/{path:merge}/materialize", response={202: MergeOut})
+@merges_router.post("/merges/{path:merge}/materialize", response={202: MergeOut})
 def materialize(request, merge: str):
     """Start again the materialization of a merge that failed (422 while it is queued, running or done)."""
-    _require(request, Role.MEMBER)
+    require_role(request, Role.MEMBER)
     entry = _merge(request, merge)
     merges.restart(entry)
     return 202, merge_out(entry)
 
 
-@router.get("/merges/{path:merge}", response=MergeOut)
+@merges_router.get("/merges/{path:merge}", response=MergeOut)
 def merge_detail(request, merge: str):
     """A merge's state (queued, running, done, failed), the reason it failed, its directory and provenance."""
     return merge_out(_merge(request, merge))

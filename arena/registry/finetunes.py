@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
 from arena.benchmarks.models import Suite
 from arena.benchmarks.services import library_suite
 from arena.registry import services
+from arena.registry.backends import backend_for, built_dir
 from arena.registry.models import Entry, Kind
 from arena.teams.models import Team
 from ensembles.backends import BackendError
@@ -47,18 +47,14 @@ def finetune_entry(
         raise ValidationError({"suite": f"{team.name} has no suite named {suite!r}"})
     name = services._check_name(team, name)  # before training, not after
     try:
-        backend: Any = services.backend_for(source)
+        backend: Any = backend_for(source)
         directory = backend.safetensors_dir()
         pairs = training_pairs(library_suite(row), "dev")
     except (BackendError, EnsembleError) as exc:
         raise ValidationError({"member" if isinstance(exc, BackendError) else "suite": str(exc)}) from None
     chat_template = source.config.get("chat_template", "auto")
     settings_used = {"member": member, "suite": f"{row.name} v{row.version}", "steps": steps, "seed": seed}
-    target = (
-        Path(settings.ARENA_BUILT_MODELS_DIR)
-        / team.slug
-        / f"finetune-{slugify(name)}-{digest_json(settings_used)[:12]}"
-    )
+    target = built_dir(team) / f"finetune-{slugify(name)}-{digest_json(settings_used)[:12]}"
     try:
         result = finetune(
             Path(directory),

@@ -1,8 +1,8 @@
 """Merge entries: checking a recipe against its members, and building its weights on the gpu queue.
 
-A merge entry runs like an hf entry once materialized: ``backend_for`` gives it a transformers
-backend over the merged directory, so the merge itself is what runs and what the leaderboard
-ranks (kind ``merge``), with its recipe as config and the build's provenance on its row.
+A merge entry runs like an hf entry once materialized: ``backend_for`` (arena/registry/backends.py)
+gives it a transformers backend over the merged directory, so the merge itself is what runs and what
+the leaderboard ranks (kind ``merge``), with its recipe as config and the build's provenance on its row.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from arena.evaluations.routing import gpu_queue
-from arena.registry import services
+from arena.core import queue
+from arena.core.routing import gpu_queue
+from arena.registry.backends import backend_for, built_dir
 from arena.registry.models import Entry, Kind, Materialization, MergeState
 from ensembles.backends import BackendError
 from ensembles.backends.base import digest_json
@@ -37,14 +38,11 @@ from ensembles.merging import (
 
 log = logging.getLogger(__name__)
 
+MATERIALIZE_TASK = "arena.registry.tasks.materialize_merge"
+
 
 class WaitForMember(Exception):
     """A member is itself a merge still being built: try again later."""
-
-
-def built_dir(entry: Entry) -> Path:
-    """Where a team's merges are written (shared by every worker, under ARENA_BUILT_MODELS_DIR)."""
-    return Path(settings.ARENA_BUILT_MODELS_DIR) / entry.team.slug
 
 
 # --- Registration ---------------------------------------------------------------------------
@@ -74,7 +72,7 @@ def _member_info(entry: Entry) -> MemberInfo | None:
                 return None
             info = describe_directory(entry.name, Path(done.path))
             return replace(info, location=str(Path(done.path).resolve()))
-        backend: Any = services.backend_for(entry)
+        backend: Any = backend_for(entry)
         if entry.kind == Kind.GGUF and backend.exported_dir() is None:
             # The header has the shapes; exporting takes a minute, so it waits for the merge itself.
             info = MemberInfo.from_config(entry.name, backend.model_config())
@@ -104,16 +102,9 @@ def start(entry: Entry) -> Materialization:
             finished_at=None,
         )
         m.refresh_from_db()
-    pk, attempt = m.pk, m.attempt
-    transaction.on_commit(lambda: _send(pk, attempt))
-    return m
-
-
-def _send(pk: int, attempt: int) -> None:
-    from arena.registry.tasks import materialize_merge
-
     # Any GPU worker may build it; with shards, the merge's id picks one queue for good.
-    materialize_merge.apply_async((pk, attempt), queue=gpu_queue(f"merge:{pk}"))
+    queue.send_on_commit(MATERIALIZE_TASK, m.pk, m.attempt, queue=gpu_queue(f"merge:{m.pk}"))
+    return m
 
 
 def restart(entry: Entry) -> Materialization:
@@ -136,16 +127,6 @@ def restart(entry: Entry) -> Materialization:
                 }
             )
         return start(entry)
-
-
-def merged_backend_config(entry: Entry) -> dict[str, Any]:
-    """The hf backend config that runs a materialized merge."""
-    m = Materialization.objects.filter(entry=entry).first()
-    if m is None or m.state != MergeState.DONE:
-        state = m.state if m else "not started"
-        why = f": {m.reason}" if m and m.reason else ""
-        raise BackendError(f"this merge has not been materialized into weights yet ({state}{why})")
-    return {"path": m.path, "chat_template": entry.config.get("chat_template", "auto")}
 
 
 def state_of(entry: Entry) -> dict[str, Any]:
@@ -188,7 +169,7 @@ def run(materialization_id: int, attempt: int) -> None:
         recipe = MergeRecipe.model_validate(entry.config)
         dirs, fingerprints = _member_dirs(entry, recipe)
         key = digest_json({"recipe": recipe.model_dump(mode="json"), "members": fingerprints})
-        target = built_dir(entry) / f"merge-{entry.pk}-{key[:16]}"
+        target = built_dir(entry.team) / f"merge-{entry.pk}-{key[:16]}"
         materialize(recipe, dirs, target, fingerprints=fingerprints)
         provenance = read_provenance(target)
     except (WaitForMember, OperationalError, InterfaceError) as exc:
@@ -230,7 +211,7 @@ def _member_dirs(entry: Entry, recipe: MergeRecipe) -> tuple[dict[str, Path], di
                 raise WaitForMember(f"waiting for member {name!r}, a merge still being built")
             if inner.state == MergeState.FAILED:
                 raise MergeError(f"member {name!r} failed to materialize: {inner.reason}")
-        backend: Any = services.backend_for(member)
+        backend: Any = backend_for(member)
         dirs[name] = backend.safetensors_dir()
         fingerprints[name] = backend.fingerprint()
     return dirs, fingerprints

@@ -1,21 +1,21 @@
-"""Registering entries and blends, and building a backend for an entry."""
+"""Registering entries and blends: every check made before one is stored."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from pydantic import ValidationError as PydanticError
 
-from arena.evaluations.models import TERMINAL
-from arena.registry import secrets
+from arena.core.states import TERMINAL
+from arena.registry import merges, secrets
+from arena.registry.backends import backend_options
 from arena.registry.models import MODEL_KINDS, BlendMember, Entry, Kind, Materialization, MergeState
 from arena.teams.models import Team
-from ensembles.backends import Backend, BackendError, BackendOptions, make_backend
+from ensembles.backends import BackendError, make_backend
 from ensembles.errors import EnsembleError
 from ensembles.merging import MergeRecipe
 from ensembles.strategies import Strategy, make_strategy
@@ -23,12 +23,6 @@ from ensembles.strategies import Strategy, make_strategy
 MAX_BLEND_MEMBERS = 16
 # Levels of blends: a blend of models is 1 deep, a blend with it as a member 2.
 MAX_BLEND_DEPTH = 4
-
-
-def backend_options() -> BackendOptions:
-    # Models the arena made itself (merges, fine-tunes) are read from where it wrote them.
-    roots = (*settings.ARENA_MODEL_ROOTS, settings.ARENA_BUILT_MODELS_DIR)
-    return BackendOptions(model_roots=tuple(roots), cache_dir=settings.CACHE_DIR / "models")
 
 
 def _pydantic_message(exc: PydanticError) -> str:
@@ -71,9 +65,7 @@ def register_model(
                 created_by=user,
             )
             if kind == Kind.MERGE:
-                from arena.registry.merges import start
-
-                start(entry)  # materialized on a gpu queue once this commits
+                merges.start(entry)  # materialized on a gpu queue once this commits
             return entry
     except IntegrityError:
         raise ValidationError({"name": f"{team.name} already has an entry named {name!r}"}) from None
@@ -133,6 +125,7 @@ def put_model(
     config = _model_config(team, kind, config, key)
     with transaction.atomic():
         entry = Entry.objects.select_for_update().get(pk=entry.pk)
+        # A run entry has finished once done or failed, as a run has.
         busy = sorted(set(entry.run_entries.exclude(state__in=TERMINAL).values_list("run_id", flat=True)))
         if busy:
             runs = ", ".join(str(pk) for pk in busy)
@@ -145,9 +138,7 @@ def put_model(
             entry.secret = secrets.encrypt(api_key)
         entry.save(update_fields=["config", "description", "secret"])
         if rebuild:
-            from arena.registry.merges import start
-
-            start(entry)  # a changed recipe is built again, into a directory of its own
+            merges.start(entry)  # a changed recipe is built again, into a directory of its own
     return entry, False
 
 
@@ -184,9 +175,7 @@ def _validate_recipe(team: Team, config: dict[str, Any]) -> dict[str, Any]:
     not_local = [n for n in names if found[n].kind not in (Kind.HF, Kind.GGUF, Kind.MERGE)]
     if not_local:
         raise ValidationError({"config": f"only local weights can be merged, not {', '.join(not_local)}"})
-    from arena.registry.merges import check_recipe_members
-
-    check_recipe_members(recipe, found)
+    merges.check_recipe_members(recipe, found)
     return recipe.model_dump(mode="json", exclude_none=True)
 
 
@@ -345,18 +334,3 @@ def not_built(entries: Iterable[Entry]) -> list[str]:
             why = f": {m.reason[:200]}" if m and m.reason else ""
             out.append(f"{entry.name} ({m.state if m else 'not started'}{why})")
     return out
-
-
-def backend_for(entry: Entry) -> Backend:
-    """The backend that computes ``entry``'s outputs (model entries only)."""
-    if entry.kind == Kind.MERGE:
-        from arena.registry.merges import merged_backend_config
-
-        # A materialized merge runs as an hf model over its merged directory.
-        return make_backend(Kind.HF, merged_backend_config(entry), options=backend_options())
-    if entry.kind not in (Kind.HF, Kind.GGUF, Kind.OPENAI):
-        raise BackendError(f"{entry.kind} entries have no backend")
-    config = dict(entry.config)
-    if entry.kind == Kind.OPENAI:
-        config["api_key"] = secrets.decrypt(entry.secret)
-    return make_backend(entry.kind, config, options=backend_options())

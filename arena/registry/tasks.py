@@ -1,23 +1,23 @@
-"""Thin Celery wrappers: take ids, call a service, retry only named transient errors."""
+"""Thin Celery wrappers: take ids, call a service; retries are Celery's own (arena/core/retry.py)."""
 
 from __future__ import annotations
 
-from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from celery import Task, shared_task
 
-from arena.evaluations.tasks import _backoff
+from arena.core.retry import retry_policy
 from arena.registry import merges
 
-TRANSIENT = (merges.WaitForMember, OperationalError, InterfaceError)
+
+class MaterializeTask(Task):
+    """A merge whose retries ran out on a transient error (a member still building) is marked failed."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        if isinstance(exc, self.autoretry_for):
+            merges.give_up(*args, **kwargs, reason=f"gave up after {self.max_retries} tries: {exc}")
 
 
-@shared_task(bind=True, max_retries=8, acks_late=True)
-def materialize_merge(self, materialization_id: int, attempt: int) -> None:
+# A member that is a merge still being built is worth waiting for: more tries than other work gets.
+@shared_task(base=MaterializeTask, **retry_policy(merges.WaitForMember, max_retries=8))
+def materialize_merge(materialization_id: int, attempt: int) -> None:
     """Sent to a gpu queue when a merge entry is registered, updated or started again."""
-    try:
-        merges.run(materialization_id, attempt)
-    except TRANSIENT as exc:
-        if self.request.retries >= self.max_retries:
-            merges.give_up(materialization_id, attempt, f"gave up after {self.max_retries} tries: {exc}")
-            return
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    merges.run(materialization_id, attempt)

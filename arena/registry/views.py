@@ -1,6 +1,11 @@
-"""Pages of the registry beyond the entry card (arena/leaderboard/views.py): starting a merge again."""
+"""Entry pages: registering a model or a blend, and starting a merge again.
+
+An entry's card reads its results over runs, so it is a leaderboard page (arena/leaderboard/views.py).
+"""
 
 from __future__ import annotations
+
+import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -8,10 +13,58 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
-from arena.registry import merges
-from arena.registry.models import Entry
+from arena.core.forms import errors, keep_sent
+from arena.registry import merges, services
+from arena.registry.models import Entry, Kind
 from arena.teams.access import get_owned, team_for
 from arena.teams.models import Role
+from ensembles.parsing import load_json
+
+
+def _json_field(request, name: str, default):
+    raw = request.POST.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return load_json(raw)
+    except json.JSONDecodeError as exc:
+        raise ValidationError({name: f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}) from None
+
+
+@login_required
+@require_http_methods(["POST"])
+def register_entry(request, team: str):
+    t = team_for(request.user, team, Role.MEMBER)
+    try:
+        if request.POST.get("kind") == Kind.BLEND:
+            members = [m for m in request.POST.getlist("members") if m]
+            entry = services.register_blend(
+                t,
+                name=request.POST.get("name", ""),
+                strategy=request.POST.get("strategy", ""),
+                params=_json_field(request, "params", {}),
+                members=members,
+                user=request.user,
+            )
+        else:
+            entry = services.register_model(
+                t,
+                name=request.POST.get("name", ""),
+                kind=request.POST.get("kind", ""),
+                config=_json_field(request, "config", {}),
+                api_key=request.POST.get("api_key", ""),
+                user=request.user,
+            )
+    except ValidationError as exc:
+        for msg in errors(exc):
+            messages.error(request, msg)
+        if request.POST.get("kind") == Kind.BLEND:
+            keep_sent(request, "blend", ("name", "strategy", "params"), ("members",))
+        else:
+            keep_sent(request, "model", ("name", "kind", "config"))
+        return redirect("dashboard", team=t.slug)
+    messages.success(request, f"Registered {entry.name}.")
+    return redirect("entry", team=t.slug, entry_id=entry.pk)
 
 
 @login_required

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from arena.schedules.models import Firing, Notice, RegressionAlert, Schedule, TeamNotifications
+from arena.schedules.models import Firing, Schedule
 
 
 @admin.register(Schedule)
@@ -13,28 +13,3 @@ class ScheduleAdmin(admin.ModelAdmin):
 class FiringAdmin(admin.ModelAdmin):
     list_display = ("schedule", "slot", "manual", "outcome", "run", "note")
     list_filter = ("outcome", "manual")
-
-
-class NoticeInline(admin.TabularInline):
-    model = Notice
-    fields = ("channel", "state", "attempts", "sent_at", "status", "error", "key")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-
-@admin.register(RegressionAlert)
-class RegressionAlertAdmin(admin.ModelAdmin):
-    list_display = ("run", "regressed", "created_at")
-    inlines = [NoticeInline]
-
-
-@admin.register(Notice)
-class NoticeAdmin(admin.ModelAdmin):
-    list_display = ("alert", "channel", "state", "attempts", "sent_at", "status", "created_at")
-    list_filter = ("channel", "state")
-
-
-@admin.register(TeamNotifications)
-class TeamNotificationsAdmin(admin.ModelAdmin):
-    list_display = ("team", "webhook_url", "updated_at")

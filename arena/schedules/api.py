@@ -1,4 +1,4 @@
-"""JSON API for schedules, regression notifications and the queue (mounted on /api/v1 by arena/leaderboard/api.py).
+"""JSON API for schedules and the queue (mounted on /api/v1 by arena/api.py).
 
 Every object is looked up within the token's team, so other teams' ids answer 404.
 """
@@ -12,18 +12,13 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import Http404
 from ninja import Field, Query, Router, Schema
-from ninja.errors import HttpError
 
-from arena.schedules import services
+from arena.schedules import queries, services
 from arena.schedules.models import NIGHTLY, Firing, Refresh, Schedule
-from arena.teams.models import ROLE_RANK, Role
+from arena.teams.access import require_role
+from arena.teams.models import Role
 
 router = Router(tags=["schedules"])
-
-
-def _require(request, role: str) -> None:
-    if ROLE_RANK[Role(request.auth.role)] < ROLE_RANK[Role(role)]:
-        raise HttpError(403, f"this token's role cannot do this (needs {role})")
 
 
 class ScheduleIn(Schema):
@@ -71,12 +66,6 @@ class ScheduleOut(Schema):
     splits: list[str]
     next_run_at: datetime | None
     recent_firings: list[FiringOut]
-
-
-class WebhookIn(Schema):
-    webhook_url: str = Field(
-        "", max_length=500, description="http(s) URL that receives a POST on a regression; empty: none"
-    )
 
 
 def schedule_out(s: Schedule) -> dict[str, Any]:
@@ -139,7 +128,7 @@ def create_schedule(request, body: ScheduleIn):
 
     Bad input answers 422 naming the field (``cron``, ``timezone``, ``suite``, ``entries``...), and stores nothing.
     """
-    _require(request, Role.MEMBER)
+    require_role(request, Role.MEMBER)
     schedule = _save(request, body)
     return 201, schedule_out(_schedule(request, schedule.pk))
 
@@ -151,14 +140,14 @@ def get_schedule(request, schedule_id: int):
 
 @router.put("/schedules/{schedule_id}", response=ScheduleOut)
 def update_schedule(request, schedule_id: int, body: ScheduleIn):
-    _require(request, Role.MEMBER)
+    require_role(request, Role.MEMBER)
     schedule = _save(request, body, _schedule(request, schedule_id))
     return schedule_out(_schedule(request, schedule.pk))
 
 
 @router.delete("/schedules/{schedule_id}", response={204: None})
 def delete_schedule(request, schedule_id: int):
-    _require(request, Role.MEMBER)
+    require_role(request, Role.MEMBER)
     services.delete_schedule(_schedule(request, schedule_id))
     return 204, None
 
@@ -169,25 +158,12 @@ def run_schedule_now(request, schedule_id: int):
     version), even while it is paused: 202 with the firing, which a worker turns into a run (see the
     schedule's ``recent_firings``). 409 with the unfinished firing while an earlier one waits for a
     worker or its run is queued or running: a schedule has one run going at a time."""
-    _require(request, Role.MEMBER)
+    require_role(request, Role.MEMBER)
     try:
         firing = services.run_now(_schedule(request, schedule_id))
     except services.ScheduleBusy as exc:
         return 409, {"detail": str(exc), "firing": firing_out(exc.firing)}
     return 202, firing_out(firing)
-
-
-@router.get("/notifications", response=WebhookIn)
-def get_notifications(request):
-    """The team's regression webhook (owner tokens only: such a URL often carries its own secret)."""
-    _require(request, Role.OWNER)
-    return {"webhook_url": services.notifications_for(request.auth.team).webhook_url}
-
-
-@router.put("/notifications", response=WebhookIn)
-def put_notifications(request, body: WebhookIn):
-    _require(request, Role.OWNER)
-    return {"webhook_url": services.set_webhook(request.auth.team, body.webhook_url).webhook_url}
 
 
 class QueueFilter(Schema):
@@ -200,15 +176,15 @@ def get_queue(request, filters: Query[QueueFilter]):
     """The team's runs, newest first, 50 a page: waiting, running, done or failed, with the reasons;
     the schedules' next firings; and recent firings that started nothing, with why."""
     team = request.auth.team
-    page = Paginator(services.queue_runs(team, filters.state), 50).get_page(filters.page)
+    page = Paginator(queries.queue_runs(team, filters.state), 50).get_page(filters.page)
     return {
-        "counts": services.queue_counts(team),
+        "counts": queries.queue_counts(team),
         "page": page.number,
         "pages": page.paginator.num_pages,
-        "runs": [services.queue_row(r) for r in page],
-        "upcoming": [{**u, "next_run_at": u["next_run_at"].isoformat()} for u in services.upcoming(team)],
+        "runs": [queries.queue_row(r) for r in page],
+        "upcoming": [{**u, "next_run_at": u["next_run_at"].isoformat()} for u in queries.upcoming(team)],
         "not_started": [
             {"schedule": f.schedule.name, "slot": f.slot.isoformat(), "outcome": f.outcome, "note": f.note}
-            for f in services.recent_firings_without_run(team)
+            for f in queries.recent_firings_without_run(team)
         ],
     }

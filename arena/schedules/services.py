@@ -1,4 +1,4 @@
-"""Scheduled evaluations, regression alerts, and the team's view of its queue.
+"""Scheduled evaluations: cron expressions, the beat tasks that fire them, and firings by hand.
 
 A schedule owns a django-celery-beat PeriodicTask with its own CrontabSchedule; beat sends
 `fire_schedule` at every slot the cron expression names. A firing claims its slot with a unique
@@ -10,66 +10,39 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
-import smtplib
-import uuid
 import zoneinfo
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
-import httpx
 from celery.schedules import ParseException, crontab
 from croniter import croniter
-from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import EmailMessage
-from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
-from django.urls import reverse
+from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from arena.benchmarks.models import Suite
-from arena.evaluations import regressions
-from arena.evaluations.models import TERMINAL, Run, RunEntry, State, WorkItem
+from arena.core import queue
+from arena.evaluations.models import RunEntry, State
 from arena.evaluations.services import create_run
-from arena.registry.models import Entry, Kind
-from arena.registry.services import backend_for
-from arena.schedules.models import (
-    NIGHTLY,
-    Channel,
-    Delivery,
-    Firing,
-    Notice,
-    Outcome,
-    Refresh,
-    Regression,
-    RegressionAlert,
-    Schedule,
-    TeamNotifications,
-)
-from arena.teams.models import Role, Team
+from arena.registry.backends import backend_for
+from arena.registry.models import Entry
+from arena.schedules.models import NIGHTLY, Firing, Outcome, Refresh, Schedule
+from arena.teams.models import Team
 from ensembles.backends import BackendError
 from ensembles.errors import EnsembleError
 
 log = logging.getLogger(__name__)
 
 FIRE_TASK = "arena.schedules.tasks.fire_schedule"
+START_TASK = "arena.schedules.tasks.start_firing"
 CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
 CRON_LABELS = dict(zip(CRON_FIELDS, ("minute", "hour", "day-of-month", "month", "day-of-week"), strict=True))
 # Beat's and a worker's clocks may differ a little: a firing a few seconds early still belongs
 # to the slot it was sent for, not to the one before.
 CLOCK_SKEW = timedelta(seconds=5)
-WEBHOOK_TIMEOUT_S = 10.0
-# What a webhook receives of each regression: names and numbers, never a model's config or key.
-WEBHOOK_FIELDS = ("entry", "score", "previous_score", "previous_run_id", "delta", "delta_low", "delta_high", "method")
-# Webhook answers worth trying again besides 5xx (timeout, too early, too many requests); any other
-# non-2xx is a refusal.
-RETRY_STATUSES = (408, 425, 429)
-# A notice or manual firing still waiting this long after it was due lost its message (beat's sweep).
+# A manual firing still waiting this long after it was asked for lost its message (beat's sweep).
 SWEEP_GRACE_S = 60.0
 
 
@@ -365,8 +338,6 @@ def run_now(schedule: Schedule, user=None) -> Firing:
     The schedule's row is locked while the check and the new firing are written, so two clicks at
     once make one firing; even a paused schedule can be run by hand.
     """
-    from arena.schedules.tasks import start_firing
-
     with transaction.atomic():
         Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
         busy = busy_firing(schedule)
@@ -375,7 +346,7 @@ def run_now(schedule: Schedule, user=None) -> Firing:
         firing = Firing.objects.create(
             schedule=schedule, slot=timezone.now(), manual=True, outcome=Outcome.PENDING, requested_by=user
         )
-        transaction.on_commit(lambda: start_firing.delay(firing.pk))
+        queue.send_on_commit(START_TASK, firing.pk)
     return firing
 
 
@@ -400,6 +371,21 @@ def start_firing(firing_id: int) -> Firing | None:
             firing.save(update_fields=["outcome", "note"])
     log.info("schedule %s run by hand: %s %s", firing.schedule_id, firing.outcome, firing.note)
     return firing
+
+
+def start_overdue_firings(grace_s: float = SWEEP_GRACE_S, now: datetime | None = None) -> int:
+    """Send again the firings asked for by hand that a lost message left waiting (beat, every minute):
+    those still pending ``grace_s`` after they were asked for.
+
+    start_firing claims each one, so sending it twice still starts one run.
+    """
+    cutoff = (now or timezone.now()) - timedelta(seconds=grace_s)
+    waiting = list(Firing.objects.filter(outcome=Outcome.PENDING, created_at__lte=cutoff).values_list("pk", flat=True))
+    for pk in waiting:
+        queue.send(START_TASK, pk)
+    if waiting:
+        log.info("sent again %d firings asked for by hand", len(waiting))
+    return len(waiting)
 
 
 def unchanged_entries(entries: list[Entry], suite: Suite, splits: list[str] | None = None) -> set[int]:
@@ -439,355 +425,3 @@ def unchanged_entries(entries: list[Entry], suite: Suite, splits: list[str] | No
         if all(recorded.get(m.pk) and recorded[m.pk] == current(m) for m in models):
             out.add(entry.pk)
     return out
-
-
-# --- Regressions --------------------------------------------------------------------------
-
-
-def notifications_for(team: Team) -> TeamNotifications:
-    return TeamNotifications.objects.filter(team=team).first() or TeamNotifications(team=team)
-
-
-def set_webhook(team: Team, url: str) -> TeamNotifications:
-    _refuse_nul(webhook_url=url)
-    url = (url or "").strip()
-    if url:
-        try:
-            URLValidator(schemes=["http", "https"])(url)
-        except ValidationError:
-            raise ValidationError({"webhook_url": f"not an http(s) URL: {url[:200]!r}"}) from None
-        if len(url) > 500:
-            raise ValidationError({"webhook_url": "at most 500 characters"})
-    settings_row, _ = TeamNotifications.objects.update_or_create(team=team, defaults={"webhook_url": url})
-    return settings_row
-
-
-def check_regressions(run_id: int) -> RegressionAlert | None:
-    """Check a closed run once; store each regressed entry, and a notice for each way the team hears.
-
-    The alert row is the claim: a second delivery stores nothing again, and only sends once more
-    what the first recorded but did not deliver (its worker may have died in between).
-    """
-    run = Run.objects.select_related("suite", "team").filter(pk=run_id).first()
-    if run is None or run.state not in TERMINAL:
-        return None
-    found = [r for r in regressions.for_run(run) if r["regressed"]]
-    run_entries = dict(RunEntry.objects.filter(run=run).values_list("entry_id", "pk"))
-    try:
-        with transaction.atomic():
-            alert = RegressionAlert.objects.create(run=run, regressed=len(found))
-            Regression.objects.bulk_create(
-                Regression(
-                    alert=alert,
-                    run_entry_id=run_entries[r["entry_id"]],
-                    previous_run_id=r["previous_run_id"],
-                    score=r["score"],
-                    previous_score=r["previous_score"],
-                    delta=r["delta"],
-                    delta_low=r["delta_low"],
-                    delta_high=r["delta_high"],
-                    method=r["method"],
-                )
-                for r in found
-            )
-            notices = _record_notices(alert) if found else []
-            transaction.on_commit(lambda: _send([n.pk for n in notices]))
-    except IntegrityError:
-        now = timezone.now()
-        _send(Notice.objects.filter(_due(now), alert__run_id=run_id).values_list("pk", flat=True))
-        return None
-    return alert
-
-
-def _record_notices(alert: RegressionAlert) -> list[Notice]:
-    """One notice per channel the team has: its owners' addresses and its webhook, as they are now."""
-    team = alert.run.team
-    owners = sorted(
-        get_user_model()
-        .objects.filter(memberships__team=team, memberships__role=Role.OWNER, is_active=True)
-        .exclude(email="")
-        .values_list("email", flat=True)
-    )
-    webhook = notifications_for(team).webhook_url
-    now = timezone.now()
-    notices = [
-        Notice(alert=alert, channel=channel, target=target, key=uuid.uuid4().hex, next_attempt_at=now)
-        for channel, target in ((Channel.EMAIL, owners), (Channel.WEBHOOK, webhook))
-        if target
-    ]
-    return Notice.objects.bulk_create(notices)
-
-
-def _send(notice_ids: Iterable[int]) -> None:
-    from arena.schedules.tasks import send_notice
-
-    for pk in notice_ids:
-        send_notice.delay(pk)
-
-
-def _due(now: datetime) -> Q:
-    """Notices a worker may send at ``now``: not delivered, not being sent, their next attempt due."""
-    return (
-        Q(state=Delivery.PENDING)
-        & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + CLOCK_SKEW))
-    )
-
-
-class NoticeRetry(Exception):
-    """A notice the channel did not take this time: try again in ``countdown`` seconds."""
-
-    def __init__(self, message: str, countdown: float):
-        super().__init__(message)
-        self.countdown = countdown
-
-
-class _Refused(Exception):
-    """The channel answered that it will not take this notice: trying again cannot help."""
-
-
-def notice_backoff(attempts: int) -> float:
-    # Doubling from ARENA_NOTICE_RETRY_S, at most an hour, with jitter so retries do not arrive together.
-    return min(3600.0, settings.ARENA_NOTICE_RETRY_S * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
-
-
-def send_notice(notice_id: int) -> Notice | None:
-    """Deliver one notice unless it was delivered, is being sent, or waits for its next attempt.
-
-    Raises NoticeRetry when it failed in a way worth trying again; gives up (state failed) when the
-    channel refuses it, or after ARENA_NOTICE_ATTEMPTS attempts. A worker that dies while sending
-    leaves its claim to expire (ARENA_NOTICE_LEASE_S); the beat's sweep then sends it again.
-    """
-    now = timezone.now()
-    lease = timedelta(seconds=settings.ARENA_NOTICE_LEASE_S)
-    if not Notice.objects.filter(_due(now), pk=notice_id).update(claimed_until=now + lease, attempts=F("attempts") + 1):
-        return None
-    notice = Notice.objects.select_related("alert__run__team", "alert__run__suite").get(pk=notice_id)
-    row = Notice.objects.filter(pk=notice_id)
-    try:
-        status = _deliver(notice)
-    except _Refused as exc:
-        row.update(
-            state=Delivery.FAILED, error=str(exc)[:2000], status=getattr(exc, "status", None), claimed_until=None
-        )
-        log.warning("regression %s notice of run %s refused: %s", notice.channel, notice.alert.run_id, exc)
-    except NoticeRetry as exc:
-        status = getattr(exc, "status", None)
-        if notice.attempts >= settings.ARENA_NOTICE_ATTEMPTS:
-            error = f"gave up after {notice.attempts} attempts: {exc}"
-            row.update(state=Delivery.FAILED, error=error[:2000], status=status, claimed_until=None)
-            log.warning("regression %s notice of run %s: %s", notice.channel, notice.alert.run_id, error)
-        else:
-            exc.countdown = notice_backoff(notice.attempts)
-            row.update(
-                error=str(exc)[:2000],
-                status=status,
-                claimed_until=None,
-                next_attempt_at=timezone.now() + timedelta(seconds=exc.countdown),
-            )
-            log.warning(
-                "regression %s notice of run %s failed (attempt %d, again in %.0f s): %s",
-                notice.channel,
-                notice.alert.run_id,
-                notice.attempts,
-                exc.countdown,
-                exc,
-            )
-            raise
-    else:
-        row.update(state=Delivery.SENT, sent_at=timezone.now(), status=status, error="", claimed_until=None)
-    notice.refresh_from_db()
-    return notice
-
-
-def _run_url(run: Run) -> str:
-    path = reverse("run", kwargs={"team": run.team.slug, "run_id": run.pk})
-    return settings.ARENA_PUBLIC_URL.rstrip("/") + path
-
-
-def _regression_rows(alert: RegressionAlert) -> list[dict]:
-    rows = Regression.objects.filter(alert=alert).select_related("run_entry__entry").order_by("run_entry__entry__name")
-    return [
-        {
-            "entry": r.run_entry.entry.name,
-            "score": r.score,
-            "previous_score": r.previous_score,
-            "previous_run_id": r.previous_run_id,
-            "delta": r.delta,
-            "delta_low": r.delta_low,
-            "delta_high": r.delta_high,
-            "method": r.method,
-        }
-        for r in rows
-    ]
-
-
-def _deliver(notice: Notice) -> int | None:
-    """Send ``notice`` once: the webhook's HTTP status (None for email); NoticeRetry or _Refused."""
-    run = notice.alert.run
-    found = _regression_rows(notice.alert)
-    url = _run_url(run)
-    if notice.channel == Channel.EMAIL:
-        lines = [
-            f"{r['entry']}: {r['previous_score']:.3f} -> {r['score']:.3f} "
-            f"(change {r['delta']:+.3f}, 95% interval [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}], "
-            f"previous run #{r['previous_run_id']})"
-            for r in found
-        ]
-        subject = (
-            f"[Ensemble Arena] {run.team.name}: {len(found)} "
-            f"{'entry' if len(found) == 1 else 'entries'} regressed on {run.suite.name}"
-        )
-        body = (
-            f"Run #{run.pk} on {run.suite.name} v{run.suite.version} finished, and these entries scored lower than "
-            f"their previous result by more than the 95% interval allows:\n\n" + "\n".join(lines) + f"\n\n{url}\n"
-        )
-        host = urlsplit(settings.ARENA_PUBLIC_URL).hostname or "ensemble-arena.localhost"
-        # The same Message-ID on every attempt: a mail system that got the first can drop a repeat.
-        message = EmailMessage(
-            subject, body, settings.DEFAULT_FROM_EMAIL, notice.target, headers={"Message-ID": f"<{notice.key}@{host}>"}
-        )
-        try:
-            message.send()
-        except (OSError, smtplib.SMTPException) as exc:  # connection refused, timeouts, the server's 4xx/5xx
-            raise NoticeRetry(f"{type(exc).__name__}: {exc}", 0) from exc
-        return None
-    payload = {
-        "event": "regression",
-        "team": run.team.slug,
-        "run": run.pk,
-        "suite": run.suite.name,
-        "suite_version": run.suite.version,
-        "url": url,
-        "regressions": [{k: r[k] for k in WEBHOOK_FIELDS} for r in found],
-    }
-    try:
-        response = httpx.post(
-            notice.target,
-            json=payload,
-            headers={"Idempotency-Key": notice.key},
-            timeout=WEBHOOK_TIMEOUT_S,
-            follow_redirects=False,
-        )
-    except httpx.HTTPError as exc:
-        raise NoticeRetry(f"{type(exc).__name__}: {exc}", 0) from exc
-    if response.status_code in RETRY_STATUSES or response.status_code >= 500:
-        failure = NoticeRetry(f"the webhook answered {response.status_code}", 0)
-    elif response.status_code >= 300:
-        failure = _Refused(f"the webhook answered {response.status_code}")
-    else:
-        return response.status_code
-    failure.status = response.status_code
-    raise failure
-
-
-def resend_overdue(grace_s: float = SWEEP_GRACE_S, now: datetime | None = None) -> int:
-    """Send again what a lost message left waiting (beat, every minute): notices whose attempt is overdue
-    by ``grace_s`` and whose sender's claim expired, and firings asked for by hand that no worker took.
-
-    Each one is claimed when it is done, so sending it twice still does it once.
-    """
-    from arena.schedules.tasks import start_firing
-
-    cutoff = (now or timezone.now()) - timedelta(seconds=grace_s)
-    overdue = list(
-        Notice.objects.filter(_due(now or timezone.now()), next_attempt_at__lte=cutoff).values_list("pk", flat=True)
-    )
-    _send(overdue)
-    waiting = list(Firing.objects.filter(outcome=Outcome.PENDING, created_at__lte=cutoff).values_list("pk", flat=True))
-    for pk in waiting:
-        start_firing.delay(pk)
-    if overdue or waiting:
-        log.info("sent again %d regression notices and %d firings asked for by hand", len(overdue), len(waiting))
-    return len(overdue) + len(waiting)
-
-
-# --- The queue ----------------------------------------------------------------------------
-
-QUEUE_STATES = {"waiting": State.QUEUED, "running": State.RUNNING, "done": State.DONE, "failed": State.FAILED}
-
-
-def queue_runs(team: Team, state: str | None = None) -> QuerySet[Run]:
-    """The team's runs, newest first, with what a person needs to see why one waits or failed."""
-    singles = ~Q(run_entries__entry__kind=Kind.BLEND)
-    troubled = WorkItem.objects.filter(Q(state=State.FAILED) | Q(state=State.QUEUED, attempts__gt=0)).exclude(error="")
-    qs = (
-        Run.objects.filter(team=team)
-        .select_related("suite", "firing__schedule", "created_by")
-        .annotate(
-            done_items=Sum("run_entries__done_items", filter=singles),
-            total_items=Sum("run_entries__total_items", filter=singles),
-        )
-        .prefetch_related(
-            Prefetch(
-                "run_entries",
-                queryset=RunEntry.objects.filter(state=State.FAILED).select_related("entry"),
-                to_attr="failed_entries",
-            ),
-            Prefetch("work_items", queryset=troubled.select_related("entry"), to_attr="troubled_batches"),
-        )
-        .order_by("-created_at", "-pk")
-    )
-    if state:
-        qs = qs.filter(state=QUEUE_STATES[state])
-    return qs
-
-
-def queue_counts(team: Team) -> dict[str, int]:
-    by_state = {r["state"]: r["n"] for r in Run.objects.filter(team=team).values("state").annotate(n=Count("pk"))}
-    return {label: by_state.get(state, 0) for label, state in QUEUE_STATES.items()}
-
-
-def queue_row(run: Run) -> dict:
-    """One run as the queue page and API show it."""
-    reasons = [f"{re.entry.name}: {re.error}" for re in run.failed_entries if re.error]
-    for wi in run.troubled_batches:
-        if wi.state == State.FAILED:
-            reasons.append(f"{wi.entry.name} batch {wi.batch_index} failed: {wi.error}")
-        else:
-            reasons.append(f"{wi.entry.name} batch {wi.batch_index} waits to retry (attempt {wi.attempts}): {wi.error}")
-    firing = getattr(run, "firing", None)
-    return {
-        "id": run.pk,
-        "suite": run.suite.name,
-        "suite_version": run.suite.version,
-        "state": run.state,
-        "error": run.error,
-        "reasons": reasons,
-        "done_items": run.done_items or 0,
-        "total_items": run.total_items or 0,
-        "schedule": firing.schedule.name if firing else None,
-        "started_by": run.created_by.username if run.created_by else None,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    }
-
-
-def upcoming(team: Team, now: datetime | None = None) -> list[dict]:
-    """The team's enabled schedules by their next firing, soonest first."""
-    rows = []
-    for s in Schedule.objects.filter(team=team, enabled=True).prefetch_related("entries"):
-        rows.append(
-            {
-                "schedule_id": s.pk,
-                "schedule": s.name,
-                "suite": s.suite_name,
-                "entries": [e.name for e in s.entries.all()],
-                "cron": s.cron,
-                "timezone": s.timezone,
-                "next_run_at": next_fire(s, now),
-            }
-        )
-    rows.sort(key=lambda r: r["next_run_at"])
-    return rows
-
-
-def recent_firings_without_run(team: Team, limit: int = 20) -> QuerySet[Firing]:
-    """Firings that started nothing: skipped because nothing changed, or failed with the reason."""
-    return (
-        Firing.objects.filter(schedule__team=team)
-        .exclude(outcome__in=[Outcome.STARTED, Outcome.PENDING])
-        .select_related("schedule")
-        .order_by("-created_at")[:limit]
-    )

@@ -7,6 +7,5 @@ urlpatterns = [
     path("t/<slug:team>/schedules/<int:schedule_id>/", views.schedule_detail, name="schedule"),
     path("t/<slug:team>/schedules/<int:schedule_id>/delete/", views.schedule_delete, name="schedule_delete"),
     path("t/<slug:team>/schedules/<int:schedule_id>/run/", views.schedule_run, name="schedule_run"),
-    path("t/<slug:team>/schedules/webhook/", views.webhook, name="webhook"),
     path("t/<slug:team>/queue/", views.queue, name="queue"),
 ]

@@ -1,4 +1,4 @@
-"""Pages: the team's schedules (and its regression webhook) and its queue of runs."""
+"""Pages: the team's schedules and its queue of runs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from arena.alerts.queries import notifications_for
 from arena.benchmarks.models import Suite
 from arena.registry.models import Entry
 from arena.registry.services import runnable
-from arena.schedules import services
+from arena.schedules import queries, services
 from arena.schedules.models import NIGHTLY, Firing, Refresh, Schedule
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role, Team
@@ -109,7 +110,8 @@ def schedule_list(request, team: str):
             "is_owner": membership.allows(Role.OWNER),
             "rows": rows,
             "form": form,
-            "webhook_url": services.notifications_for(t).webhook_url if membership.allows(Role.OWNER) else "",
+            # The owner sets the regression webhook here (arena/alerts/views.py takes the form).
+            "webhook_url": notifications_for(t).webhook_url if membership.allows(Role.OWNER) else "",
         },
         status=status,
     )
@@ -182,38 +184,22 @@ def schedule_delete(request, team: str, schedule_id: int):
 
 
 @login_required
-@require_http_methods(["POST"])
-def webhook(request, team: str):
-    t = team_for(request.user, team, Role.OWNER)
-    try:
-        saved = services.set_webhook(t, request.POST.get("webhook_url", ""))
-    except ValidationError as exc:
-        for msg in exc.messages:
-            messages.error(request, f"webhook_url: {msg}")
-    else:
-        messages.success(
-            request, "Regressions will be posted to the webhook." if saved.webhook_url else "Webhook removed."
-        )
-    return redirect("schedules", team=t.slug)
-
-
-@login_required
 def queue(request, team: str):
     t = team_for(request.user, team)
     state = request.GET.get("state", "")
-    if state not in services.QUEUE_STATES:
+    if state not in queries.QUEUE_STATES:
         state = ""
-    page = Paginator(services.queue_runs(t, state or None), 50).get_page(request.GET.get("page"))
+    page = Paginator(queries.queue_runs(t, state or None), 50).get_page(request.GET.get("page"))
     return render(
         request,
         "schedules/queue.html",
         {
             "team": t,
             "state": state,
-            "counts": services.queue_counts(t),
+            "counts": queries.queue_counts(t),
             "page": page,
-            "rows": [services.queue_row(r) for r in page],
-            "upcoming": services.upcoming(t),
-            "not_started": services.recent_firings_without_run(t),
+            "rows": [queries.queue_row(r) for r in page],
+            "upcoming": queries.upcoming(t),
+            "not_started": queries.recent_firings_without_run(t),
         },
     )

@@ -1,4 +1,4 @@
-"""JSON API for blend searches (mounted on /api/v1 by arena/leaderboard/api.py).
+"""JSON API for blend searches (mounted on /api/v1 by arena/api.py).
 
 Runs and searches are looked up within the token's team, so other teams' ids answer 404.
 """
@@ -9,20 +9,15 @@ from typing import Any
 
 from django.http import Http404
 from ninja import Field, Router, Schema
-from ninja.errors import HttpError
 
 from arena.evaluations.models import Run, State
 from arena.search import services
 from arena.search.models import BlendSearch, CostMetric
-from arena.teams.models import ROLE_RANK, Role
+from arena.teams.access import require_role
+from arena.teams.models import Role
 from ensembles.search import verdict
 
 router = Router(tags=["blend search"])
-
-
-def _require(request, role: str) -> None:
-    if ROLE_RANK[Role(request.auth.role)] < ROLE_RANK[Role(role)]:
-        raise HttpError(403, f"this token's role cannot do this (needs {role})")
 
 
 class SearchIn(Schema):
@@ -73,7 +68,7 @@ def create_search(request, run_id: int, body: SearchIn):
     Runs on a worker; poll ``GET /searches/{id}``. Bad input answers 422 naming the field
     (``members``, ``budget``, ``budget_metric``, ``run``...) and stores nothing.
     """
-    _require(request, Role.MEMBER)
+    require_role(request, Role.MEMBER)
     run = Run.objects.select_related("suite").filter(team=request.auth.team, pk=run_id).first()
     if run is None:
         raise Http404

@@ -1,14 +1,14 @@
 """The search page's figure: every candidate's dev quality against its cost, the Pareto set drawn through.
 
-Plain dicts like the leaderboard's cost-quality chart (arena/leaderboard/charts.py), which it
-matches in colours and layout; static/arena/charts.js draws it.
+Plain dicts like the leaderboard's cost-quality chart, in the same colours and layout
+(arena/core/charts.py); static/arena/charts.js draws it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from arena.leaderboard.charts import FRONTIER, LAYOUT, SINGLE
+from arena.core.charts import FRONTIER, LAYOUT, SINGLE
 from arena.search.models import CostMetric
 
 OVER_BUDGET = "#b0b0b0"

@@ -21,8 +21,11 @@ from django.utils import timezone
 
 from arena.benchmarks.models import SuiteItem
 from arena.benchmarks.services import library_item
+from arena.core import queue
+from arena.core.retry import TRANSIENT
+from arena.evaluations.blends import member_answer, shipped_encoder
 from arena.evaluations.models import Run, RunEntry, Score, State
-from arena.evaluations.services import create_run, member_answer, shipped_encoder
+from arena.evaluations.services import create_run
 from arena.registry import services as registry
 from arena.registry.models import Entry
 from arena.search.models import BlendSearch, CostMetric
@@ -147,9 +150,7 @@ def start_search(
             seed=seed,
             created_by=user,
         )
-        from arena.search.tasks import run_search
-
-        transaction.on_commit(lambda: run_search.delay(search.pk))
+        queue.send_on_commit("arena.search.tasks.run_search", search.pk)
     return search
 
 
@@ -164,15 +165,30 @@ def claim(search_id: int) -> bool:
     )
 
 
-def release(search_id: int) -> None:
+def _release(search_id: int) -> None:
     """Give a claimed search back to the queue, for the retry of a task that hit a transient error."""
-    BlendSearch.objects.filter(pk=search_id, state=State.RUNNING).update(state=State.QUEUED)
+    try:
+        BlendSearch.objects.filter(pk=search_id, state=State.RUNNING).update(state=State.QUEUED)
+    except TRANSIENT:
+        pass  # the database is still away: the claim goes stale and the retry takes it over then
 
 
 def run_search(search_id: int) -> None:
-    """Search the run's stored dev answers and keep every candidate's estimate and the Pareto set."""
+    """Search the run's stored dev answers and keep every candidate's estimate and the Pareto set.
+
+    A transient error (the database away) gives the search back to the queue before it reaches the
+    task, whose retry claims it again.
+    """
     if not claim(search_id):
         return
+    try:
+        _run_claimed(search_id)
+    except TRANSIENT:
+        _release(search_id)
+        raise
+
+
+def _run_claimed(search_id: int) -> None:
     search = BlendSearch.objects.select_related("run__suite", "team").get(pk=search_id)
     try:
         result = _search(search)

@@ -11,8 +11,9 @@ from typing import TypeVar
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404
+from ninja.errors import HttpError
 
-from arena.teams.models import Membership, Role, Team
+from arena.teams.models import ROLE_RANK, Membership, Role, Team
 
 M = TypeVar("M", bound=Model)
 
@@ -31,6 +32,12 @@ def membership_for(user, slug: str, role: str = Role.VIEWER) -> Membership:
 
 def team_for(user, slug: str, role: str = Role.VIEWER) -> Team:
     return membership_for(user, slug, role).team
+
+
+def require_role(request, role: str) -> None:
+    """403 unless the API token of ``request`` holds at least ``role`` in its team."""
+    if ROLE_RANK[Role(request.auth.role)] < ROLE_RANK[Role(role)]:
+        raise HttpError(403, f"this token's role cannot do this (needs {role})")
 
 
 def get_owned(queryset: QuerySet[M], team: Team, **lookup) -> M:

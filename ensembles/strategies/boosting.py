@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from ensembles.answers import is_correct, vote_key
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
-from ensembles.strategies.common import LearnedStrategy, is_correct, member_order, weighted_plurality
-from ensembles.strategies.vote import vote_key
+from ensembles.strategies.common import LearnedStrategy, member_order, weighted_plurality
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller

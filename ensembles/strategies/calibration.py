@@ -16,9 +16,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from ensembles.answers import is_correct, vote_key
 from ensembles.strategies.base import MemberAnswer
-from ensembles.strategies.common import is_correct
-from ensembles.strategies.vote import vote_key
 
 ECE_BINS = 15
 # T from 1/20 to 20: wide enough for any member seen so far, and it keeps a member whose dev answers

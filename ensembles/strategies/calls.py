@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from ensembles.answers import vote_key
 from ensembles.backends.base import Backend, DecodingParams, Generation, digest_json
 from ensembles.errors import EnsembleError
 from ensembles.strategies.base import MemberAnswer, Strategy
-from ensembles.strategies.vote import vote_key
 
 # Which part of a member's output a prompt shows: the extracted answer or the raw generation.
 Shown = Literal["answer", "text"]

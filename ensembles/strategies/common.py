@@ -5,19 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from ensembles.answers import vote_key
 from ensembles.errors import EnsembleError
 from ensembles.strategies.base import MemberAnswer, Strategy
-from ensembles.strategies.vote import vote_key
-
-
-def is_correct(answer: str, reference: str) -> bool:
-    """Whether a member's extracted answer matches the dev reference, compared as votes are.
-
-    The arena's references are extracted answers ("12", "B"), so vote_key equality is the
-    match; an empty answer is never right.
-    """
-    key = vote_key(answer)
-    return bool(key) and key == vote_key(reference)
 
 
 def confidence(answer: MemberAnswer, default: float) -> float:

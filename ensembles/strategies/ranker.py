@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ensembles.answers import is_correct
 from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, CallCost, Decision, MemberAnswer, Strategy
 from ensembles.strategies.calls import Shown, answered, shown
-from ensembles.strategies.common import LearnedStrategy, is_correct
+from ensembles.strategies.common import LearnedStrategy
 from ensembles.strategies.embed import Embedder, embed_checked
 
 if TYPE_CHECKING:

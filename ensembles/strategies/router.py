@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from ensembles.answers import is_correct
 from ensembles.errors import EnsembleError
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
-from ensembles.strategies.common import LearnedStrategy, is_correct, member_order
+from ensembles.strategies.common import LearnedStrategy, member_order
 from ensembles.strategies.embed import Embedder, embed_checked
 
 if TYPE_CHECKING:

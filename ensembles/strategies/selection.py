@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from ensembles.answers import vote_key
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.common import LearnedStrategy, member_order
-from ensembles.strategies.vote import MajorityVote, vote_key
+from ensembles.strategies.vote import MajorityVote
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller

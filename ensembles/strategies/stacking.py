@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from ensembles.answers import is_correct, vote_key
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.calibration import Calibrator
-from ensembles.strategies.common import LearnedStrategy, confidence, is_correct, member_order
-from ensembles.strategies.vote import vote_key
+from ensembles.strategies.common import LearnedStrategy, confidence, member_order
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from ensembles.answers import vote_key
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller
-
-
-def vote_key(answer: str) -> str:
-    """Key under which answers are counted as equal: case- and whitespace-insensitive.
-
-    Deliberately lighter than SQuAD normalization, which would merge "-5" with "5"
-    and erase the option letter "A" as an article.
-    """
-    return " ".join(answer.casefold().split())
 
 
 @STRATEGIES.register(

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ensembles.answers import is_correct
 from ensembles.strategies.base import STRATEGIES, Decision, MemberAnswer, Strategy
 from ensembles.strategies.calibration import Calibrator
-from ensembles.strategies.common import LearnedStrategy, confidence, is_correct, weighted_plurality
+from ensembles.strategies.common import LearnedStrategy, confidence, weighted_plurality
 
 if TYPE_CHECKING:
     from ensembles.strategies.calls import ModelCaller

@@ -172,7 +172,7 @@ def discovered_page_routes(resolver=None, prefix: str = "") -> list[str]:
 
 
 def discovered_api_operations() -> set[tuple[str, str]]:
-    from arena.leaderboard.api import api
+    from arena.api import api
 
     schema = api.get_openapi_schema()
     return {

@@ -11,9 +11,10 @@ import plotly.graph_objects as go
 import pytest
 
 from arena.benchmarks.services import import_suite
+from arena.evaluations import queries as run_queries
 from arena.evaluations.events import changed
 from arena.evaluations.models import Run, RunEntry, Score
-from arena.leaderboard import charts, services
+from arena.leaderboard import charts
 from arena.registry.models import BlendMember, Entry
 from arena.teams.models import Membership, Role, Team
 from ensembles.suites import get_builtin
@@ -389,9 +390,9 @@ def test_the_entry_page_marks_a_regression_in_its_history_and_chart(owner, team,
     assert len(traces["arithmetic"]["x"]) == 2
     assert "regressed" in page.content.decode()
     # The run page's verdict, from arena.evaluations.regressions, is the same.
-    from arena.evaluations.regressions import for_run
+    from arena.evaluations.regressions import regressions_for
 
-    (verdict,) = for_run(worse)
+    (verdict,) = regressions_for(worse)
     assert verdict["regressed"] and verdict["delta_high"] == history[worse.pk]["delta_high"]
 
 
@@ -432,7 +433,7 @@ def test_the_selection_curve_replays_the_vote_over_the_first_k_picks(owner, team
         },
     )
     Score.objects.filter(run=run, entry=mi).update(details={"chosen": ["c", "a", "b"], "gain": [0.8, 0.3, 0.05]})
-    (curve,) = services.selection_curves(run)
+    (curve,) = run_queries.selection_curves(run)
     assert curve["chosen"] == ["c", "a", "b"]
     assert curve["information"] == pytest.approx([0.8, 1.1, 1.15])
     # k=1: c alone, 3/4. k=2: c and a tie on each item, c first: 3/4. k=3: 1, 2, 3 by majority, 4 vs 9 vs 8 -> c's 4.

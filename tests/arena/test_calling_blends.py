@@ -6,10 +6,13 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from arena.benchmarks.services import import_suite
+from arena.evaluations.cache import generation_key
 from arena.evaluations.models import Generation, RunEntry, Score, State
-from arena.evaluations.services import create_run, decoding_for, generation_key
+from arena.evaluations.pipeline.generate import decoding_for
+from arena.evaluations.services import create_run
+from arena.registry.backends import backend_for
 from arena.registry.models import Entry
-from arena.registry.services import backend_for, register_blend, register_model
+from arena.registry.services import register_blend, register_model
 from arena.teams.models import Team
 from ensembles.suites import get_builtin
 from tests.arena.conftest import finished, wait_for

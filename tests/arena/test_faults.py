@@ -394,16 +394,16 @@ def test_with_every_live_event_lost_a_reconnecting_page_shows_what_the_database_
 
     # The page reconnects (its socket opens again) and reloads its snapshot: the database's state.
     page = client.get(f"/t/{team.slug}/runs/{run.pk}/")
-    snapshot_url = re.search(rb'data-snapshot="([^"]+)"', page.content).group(1).decode().replace("&amp;", "&")
+    live_url = re.search(rb'data-live="([^"]+)"', page.content).group(1).decode().replace("&amp;", "&")
     ws_path = re.search(rb'data-ws="([^"]+)"', page.content).group(1).decode()
     assert asyncio.run(watch(ws_path, lambda: True)) == []
-    snapshot = client.get(f"/t/{team.slug}/runs/{run.pk}/{snapshot_url}").json()
+    snapshot = client.get(f"/t/{team.slug}/runs/{run.pk}/{live_url}").json()["snapshot"]
     assert snapshot["state"] == State.DONE
     stored = {re_.entry.name: re_ for re_ in RunEntry.objects.filter(run=run).select_related("entry")}
     assert {e["entry"] for e in snapshot["entries"]} == set(stored)
     for e in snapshot["entries"]:
         assert (e["state"], e["done_items"], e["score"]) == (State.DONE, TEST_ITEMS, stored[e["entry"]].score)
     board_page = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/")
-    board_url = re.search(rb'data-snapshot="([^"]+)"', board_page.content).group(1).decode().replace("&amp;", "&")
-    board = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/{board_url}").json()
+    board_url = re.search(rb'data-live="([^"]+)"', board_page.content).group(1).decode().replace("&amp;", "&")
+    board = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/{board_url}").json()["snapshot"]
     assert {r["entry"]: r["score"] for r in board["rows"]} == {name: re_.score for name, re_ in stored.items()}

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 
 from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Comparison, Generation, Run, RunEntry, Score, State
-from arena.evaluations.services import _judge_scores, create_run
+from arena.evaluations.pipeline.score import _judge_scores
+from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin, load_suite
 from tests.arena.conftest import finished, wait_for

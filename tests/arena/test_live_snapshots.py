@@ -1,5 +1,6 @@
 """Live snapshots built once per change and shared by every reader (arena/core/cache.py,
-arena/leaderboard/snapshots.py), and open pages that lose their membership (consumers.py).
+arena/leaderboard/snapshots.py, arena/evaluations/snapshots.py), and open pages that lose their
+membership (arena/leaderboard/consumers.py).
 
 Against the real Redis the tests are given (REDIS_URL); the load itself is bench/load.py's.
 """
@@ -19,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from arena.benchmarks.services import import_suite
 from arena.core import cache
 from arena.evaluations import events
+from arena.evaluations import snapshots as run_snapshots
 from arena.evaluations.models import Run, RunEntry, State
 from arena.leaderboard import snapshots
 from arena.registry.models import Entry
@@ -98,11 +100,11 @@ def test_each_version_filter_is_a_board_of_its_own(team, run):
 
 
 def test_a_run_snapshot_shows_the_runs_own_row_as_read_even_when_no_event_followed(team, run):
-    assert snapshots.run_snapshot(run)["state"] == State.RUNNING
+    assert run_snapshots.run_snapshot(run)["state"] == State.RUNNING
     # The judge's state and provenance change without an event: the row the caller reads is the truth.
     Run.objects.filter(pk=run.pk).update(state=State.DONE, provenance={"git_revision": "abc"})
     fresh = Run.objects.select_related("suite", "team").get(pk=run.pk)
-    snapshot = snapshots.run_snapshot(fresh)
+    snapshot = run_snapshots.run_snapshot(fresh)
     assert (snapshot["state"], snapshot["provenance"]) == (State.DONE, {"git_revision": "abc"})
     assert {e["entry"]: e["score"] for e in snapshot["entries"]} == {"a": 0.5, "b": 0.25}
 
@@ -290,6 +292,10 @@ def test_an_event_brings_every_open_board_page_what_it_would_reload(clean_redis,
     assert [r["entry"] for r in blends["snapshot"]["rows"]] == ["vote"]
     assert len(builds) == 2  # once for the two default pages, once for the filtered one
     assert "version" not in default
+    # The rows come rendered as the page renders them, and a page that reconnects fetches the same.
+    assert f"<tbody>{default['rows']}</tbody>" in client.get(board_url).content.decode()
+    live = client.get(board_url + "?format=live").json()
+    assert live == {k: default[k] for k in ("snapshot", "rows", "chart")}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -304,3 +310,7 @@ def test_an_event_brings_the_run_page_its_snapshot(clean_redis, team, owner):
     snapshot = message["snapshot"]
     assert (message["event"], snapshot["id"], snapshot["state"]) == ("finished", run.pk, State.DONE)
     assert {e["entry"]: e["score"] for e in snapshot["entries"]} == {"a": 0.5, "b": 0.25}
+    client = csrf_client(owner)
+    assert f"<tbody>{message['rows']}</tbody>" in client.get(f"/t/{team.slug}/runs/{run.pk}/").content.decode()
+    live = client.get(f"/t/{team.slug}/runs/{run.pk}/?format=live").json()
+    assert live == {k: message[k] for k in ("snapshot", "rows")}

@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run
+from arena.registry.backends import backend_for
 from arena.registry.models import Entry, Materialization, MergeState
-from arena.registry.services import backend_for, register_model
+from arena.registry.services import register_model
 from arena.teams.models import ApiToken, Role, Team
 from ensembles.backends import BackendError
 from ensembles.suites import get_builtin

@@ -6,8 +6,8 @@ import pytest
 
 from arena.benchmarks.models import Suite
 from arena.benchmarks.services import import_suite
-from arena.evaluations import regressions
 from arena.evaluations.models import Run, RunEntry, Score, State
+from arena.evaluations.regressions import regressions_for
 from arena.registry.models import Entry
 from arena.teams.models import Team
 from ensembles import stats
@@ -52,7 +52,7 @@ def record(suite, results: dict[Entry, list[float]], *, state: str = State.DONE,
 
 
 def by_entry(run: Run) -> dict[str, dict]:
-    return {r["entry"]: r for r in regressions.for_run(run)}
+    return {r["entry"]: r for r in regressions_for(run)}
 
 
 def test_a_clear_drop_on_the_same_items_is_a_paired_regression(team, suite):
@@ -129,7 +129,7 @@ def test_a_first_result_and_an_unfinished_entry_have_nothing_to_compare(team, su
     record(suite, {a: [1.0] * 20})
     run = record(suite, {b: [1.0] * 20})
     RunEntry.objects.create(run=run, entry=a, state=State.RUNNING, total_items=20)
-    assert regressions.for_run(run) == []
+    assert regressions_for(run) == []
 
 
 def test_judge_suites_are_not_compared_across_runs(team, suite):
@@ -137,7 +137,7 @@ def test_judge_suites_are_not_compared_across_runs(team, suite):
     Suite.objects.filter(pk=suite.pk).update(task_type="judge")
     suite.refresh_from_db()
     record(suite, {a: [1.0] * 20})
-    assert regressions.for_run(record(suite, {a: [0.0] * 20})) == []
+    assert regressions_for(record(suite, {a: [0.0] * 20})) == []
 
 
 def test_comparing_takes_a_constant_number_of_queries(team, suite, django_assert_max_num_queries):
@@ -145,7 +145,7 @@ def test_comparing_takes_a_constant_number_of_queries(team, suite, django_assert
     record(suite, {e: [1.0] * 20 for e in entries})
     run = Run.objects.select_related("suite").get(pk=record(suite, {e: [0.0] * 20 for e in entries}).pk)
     with django_assert_max_num_queries(3):
-        results = regressions.for_run(run)
+        results = regressions_for(run)
     assert [r["entry"] for r in results] == [e.name for e in entries]
     assert all(r["regressed"] for r in results)
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from arena.benchmarks.services import import_suite
-from arena.evaluations import services
+from arena.core.routing import gpu_queue, gpu_queues, shard_of
+from arena.evaluations import pipeline
 from arena.evaluations.models import Run, RunEntry, State, WorkItem
-from arena.evaluations.routing import gpu_queue, gpu_queues, shard_of
 from arena.evaluations.services import create_run
 from arena.evaluations.tasks import combine_blend, generate_batch, judge_run
-from arena.registry.services import backend_for, register_blend, register_model
+from arena.registry.backends import backend_for
+from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin
 from tests.arena.conftest import ROOT, WorkerProcess, wait_for
 from tests.conftest import make_tiny_variant
@@ -35,7 +36,7 @@ def test_with_four_shards_models_spread_over_every_shard_queue():
 
 def test_a_models_shard_is_the_same_in_every_process():
     # Python's hash() of a string changes with PYTHONHASHSEED; the shard must not.
-    code = "import sys; from arena.evaluations.routing import shard_of; print([shard_of(f, 32) for f in sys.argv[1:]])"
+    code = "import sys; from arena.core.routing import shard_of; print([shard_of(f, 32) for f in sys.argv[1:]])"
     here = [shard_of(fp, 32) for fp in FINGERPRINTS[:8]]
     for seed in ("1", "2"):
         out = subprocess.run(
@@ -139,7 +140,7 @@ def test_a_calling_blend_combines_on_its_called_models_shard_and_a_voting_blend_
     models, blends = calling_team
     suite = import_suite(team, get_builtin("arithmetic", size=8))
     run = create_run(team, suite, list(blends.values()), user=owner)
-    services.plan_run(run.pk)  # not committed in this test, so nothing sent it; plan by hand
+    pipeline.plan_run(run.pk)  # not committed in this test, so nothing sent it; plan by hand
     run.refresh_from_db()
     fuser_fp, member_fp = (backend_for(models[n]).fingerprint() for n in ("tiny-fuser", "tiny-b"))
     assert run.provenance["called_models"] == {
@@ -158,7 +159,7 @@ def test_with_one_shard_calling_blends_go_to_the_gpu_queue(calling_team, team, o
     _, blends = calling_team
     suite = import_suite(team, get_builtin("arithmetic", size=8))
     run = create_run(team, suite, [blends["fused"], blends["vote"]], user=owner)
-    services.plan_run(run.pk)
+    pipeline.plan_run(run.pk)
     clean_redis.flushdb()
     combine_blend.delay(RunEntry.objects.get(run=run, entry=blends["fused"]).pk)
     assert depths(clean_redis) == {"gpu": 1}
@@ -174,7 +175,7 @@ def test_a_calling_blend_whose_model_cannot_be_checked_is_left_to_the_cpu_queue(
         weights.unlink()
     suite = import_suite(team, get_builtin("arithmetic", size=8))
     run = create_run(team, suite, [blends["fused"]], user=owner)
-    services.plan_run(run.pk)
+    pipeline.plan_run(run.pk)
     run.refresh_from_db()
     assert "called_models" not in run.provenance
     clean_redis.flushdb()
@@ -191,7 +192,7 @@ def test_judging_goes_to_the_judges_shard(calling_team, team, owner, clean_redis
     models, _ = calling_team
     suite = import_suite(team, judge_suite())
     run = create_run(team, suite, [models["tiny-a"], models["tiny-b"]], user=owner, judge=models["tiny-fuser"])
-    services.plan_run(run.pk)
+    pipeline.plan_run(run.pk)
     run.refresh_from_db()
     judge_fp = backend_for(models["tiny-fuser"]).fingerprint()
     assert run.provenance["judge"] == {"model": "tiny-fuser", "fingerprint": judge_fp}

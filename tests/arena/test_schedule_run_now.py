@@ -6,10 +6,12 @@ import threading
 
 import pytest
 from django.db import connection
+from django_celery_beat.models import PeriodicTask
 
 from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run, State
-from arena.registry.services import backend_for, register_blend, register_model
+from arena.registry.backends import backend_for
+from arena.registry.services import register_blend, register_model
 from arena.schedules import services
 from arena.schedules.models import Firing, Outcome, Refresh, Schedule
 from arena.teams.models import ApiToken, Role
@@ -153,10 +155,11 @@ def test_two_clicks_at_once_make_one_firing(team, suite, entries):
 
 def test_a_firing_whose_message_was_lost_is_sent_again_by_the_sweep(clean_redis, schedule):
     firing = services.run_now(schedule)  # the test's transaction never commits: its task never leaves
-    assert services.resend_overdue(grace_s=60) == 0  # not overdue yet
-    assert services.resend_overdue(grace_s=0) == 1
+    assert services.start_overdue_firings(grace_s=60) == 0  # not overdue yet
+    assert services.start_overdue_firings(grace_s=0) == 1
     assert clean_redis.llen("cpu") == 1
     assert Firing.objects.get(pk=firing.pk).outcome == Outcome.PENDING
+    assert PeriodicTask.objects.filter(task="arena.schedules.tasks.start_overdue_firings", enabled=True).exists()
 
 
 @pytest.mark.slow

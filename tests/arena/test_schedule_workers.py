@@ -18,13 +18,15 @@ from django.core import mail
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from arena.alerts import services as alerts
+from arena.alerts.models import Channel, Delivery, Notice, Regression, RegressionAlert
+from arena.alerts.tasks import check_regressions
 from arena.benchmarks.services import import_suite
+from arena.evaluations import pipeline
 from arena.evaluations.models import Run, RunEntry, Score, State
-from arena.evaluations.services import advance_run
 from arena.registry.models import Entry
 from arena.schedules import services
-from arena.schedules.models import Channel, Delivery, Firing, Notice, Regression, RegressionAlert, Schedule
-from arena.schedules.tasks import check_regressions
+from arena.schedules.models import Firing, Schedule
 from ensembles import stats
 from ensembles.suites import get_builtin
 from tests.arena.conftest import ROOT, WorkerProcess, csrf_client, wait_for
@@ -137,7 +139,7 @@ def regressed_run(team, owner, suite, webhook):
     """A finished run in which entry a fell from 1.0 to 0.25 while b stayed where it was."""
     owner.email = "olivia@example.org"
     owner.save()
-    services.set_webhook(team, webhook.url)
+    alerts.set_webhook(team, webhook.url)
     a, b = model(team, "a"), model(team, "b")
     before = record(suite, {a: [1.0] * 20, b: [1.0, 0.0] * 10})
     after = record(suite, {a: [1.0] * 5 + [0.0] * 15, b: [1.0, 0.0] * 10})
@@ -155,8 +157,8 @@ def test_a_regression_emails_the_owners_and_posts_the_webhook_once(team, owner, 
     teammate.email = "tom@example.org"  # a member, not an owner: not emailed
     teammate.save()
 
-    alert = services.check_regressions(after.pk)
-    assert services.check_regressions(after.pk) is None  # a second delivery records nothing
+    alert = alerts.check_regressions(after.pk)
+    assert alerts.check_regressions(after.pk) is None  # a second delivery records nothing
     email, hook = notices_of(alert)
     assert (email.channel, email.target, hook.channel, hook.target) == (
         Channel.EMAIL,
@@ -165,8 +167,8 @@ def test_a_regression_emails_the_owners_and_posts_the_webhook_once(team, owner, 
         webhook.url,
     )
     for notice in (email, hook):
-        assert services.send_notice(notice.pk).state == Delivery.SENT
-        assert services.send_notice(notice.pk) is None  # delivered: never again
+        assert alerts.send_notice(notice.pk).state == Delivery.SENT
+        assert alerts.send_notice(notice.pk) is None  # delivered: never again
     hook.refresh_from_db()
     assert alert.regressed == 1 and hook.status == 204 and hook.attempts == 1
 
@@ -201,7 +203,7 @@ def test_a_regression_emails_the_owners_and_posts_the_webhook_once(team, owner, 
 @pytest.mark.django_db
 def test_the_run_page_and_the_leaderboard_flag_the_regressed_entry(team, owner, regressed_run):
     _, after = regressed_run
-    services.check_regressions(after.pk)
+    alerts.check_regressions(after.pk)
     client = csrf_client(owner)
 
     board = client.get(f"/t/{team.slug}/leaderboard/arithmetic/?format=json").json()
@@ -221,19 +223,19 @@ def test_a_webhook_answering_5xx_is_tried_again_later_under_the_same_key_and_the
 ):
     _, after = regressed_run
     webhook.answer["status"] = 503
-    email, hook = notices_of(services.check_regressions(after.pk))
-    assert services.send_notice(email.pk).state == Delivery.SENT and len(mail.outbox) == 1
+    email, hook = notices_of(alerts.check_regressions(after.pk))
+    assert alerts.send_notice(email.pk).state == Delivery.SENT and len(mail.outbox) == 1
 
-    with pytest.raises(services.NoticeRetry) as retry:
-        services.send_notice(hook.pk)
+    with pytest.raises(alerts.NoticeRetry) as retry:
+        alerts.send_notice(hook.pk)
     hook.refresh_from_db()
     assert (hook.state, hook.attempts, hook.status) == (Delivery.PENDING, 1, 503)
     assert hook.next_attempt_at > timezone.now() and retry.value.countdown > 0
-    assert services.send_notice(hook.pk) is None  # not before its next attempt is due
+    assert alerts.send_notice(hook.pk) is None  # not before its next attempt is due
 
     webhook.answer["status"] = 204
     Notice.objects.filter(pk=hook.pk).update(next_attempt_at=timezone.now())  # the backoff has passed
-    assert services.send_notice(hook.pk).state == Delivery.SENT
+    assert alerts.send_notice(hook.pk).state == Delivery.SENT
     assert [r["headers"]["Idempotency-Key"] for r in webhook.received] == [hook.key, hook.key]
 
 
@@ -241,8 +243,8 @@ def test_a_webhook_answering_5xx_is_tried_again_later_under_the_same_key_and_the
 def test_a_webhook_that_refuses_the_notice_is_not_asked_again(team, regressed_run, webhook):
     _, after = regressed_run
     webhook.answer["status"] = 410
-    _, hook = notices_of(services.check_regressions(after.pk))
-    sent = services.send_notice(hook.pk)
+    _, hook = notices_of(alerts.check_regressions(after.pk))
+    sent = alerts.send_notice(hook.pk)
     assert (sent.state, sent.status, sent.error) == (Delivery.FAILED, 410, "the webhook answered 410")
 
 
@@ -252,12 +254,12 @@ def test_an_unreachable_webhook_and_mail_server_are_given_up_after_the_allowed_a
     settings.ARENA_NOTICE_ATTEMPTS = 2
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # nothing listens on the discard port
-    services.set_webhook(team, "http://127.0.0.1:9/unreachable")
-    for notice in notices_of(services.check_regressions(after.pk)):
-        with pytest.raises(services.NoticeRetry):
-            services.send_notice(notice.pk)
+    alerts.set_webhook(team, "http://127.0.0.1:9/unreachable")
+    for notice in notices_of(alerts.check_regressions(after.pk)):
+        with pytest.raises(alerts.NoticeRetry):
+            alerts.send_notice(notice.pk)
         Notice.objects.filter(pk=notice.pk).update(next_attempt_at=timezone.now())
-        last = services.send_notice(notice.pk)
+        last = alerts.send_notice(notice.pk)
         assert (last.state, last.attempts) == (Delivery.FAILED, 2)
         assert last.error.startswith("gave up after 2 attempts: ") and "Connect" in last.error
 
@@ -265,23 +267,23 @@ def test_an_unreachable_webhook_and_mail_server_are_given_up_after_the_allowed_a
 @pytest.mark.django_db
 def test_notices_whose_message_was_lost_are_sent_again_by_the_sweep(clean_redis, team, regressed_run):
     _, after = regressed_run
-    services.check_regressions(after.pk)  # the test's transaction never commits: the send tasks never leave
+    alerts.check_regressions(after.pk)  # the test's transaction never commits: the send tasks never leave
     assert clean_redis.llen("cpu") == 0
-    assert services.resend_overdue(grace_s=60) == 0  # not overdue yet
-    assert services.resend_overdue(grace_s=0) == 2
+    assert alerts.resend_overdue(grace_s=60) == 0  # not overdue yet
+    assert alerts.resend_overdue(grace_s=0) == 2
     assert clean_redis.llen("cpu") == 2
-    assert PeriodicTask.objects.filter(task="arena.schedules.tasks.resend_overdue", enabled=True).exists()
+    assert PeriodicTask.objects.filter(task="arena.alerts.tasks.resend_overdue", enabled=True).exists()
 
 
 @pytest.mark.django_db
 def test_no_regression_tells_nobody(team, owner, suite, webhook):
     owner.email = "olivia@example.org"
     owner.save()
-    services.set_webhook(team, webhook.url)
+    alerts.set_webhook(team, webhook.url)
     a = model(team, "a")
     record(suite, {a: [0.0] * 20})
     better = record(suite, {a: [1.0] * 20})
-    assert services.check_regressions(better.pk).regressed == 0
+    assert alerts.check_regressions(better.pk).regressed == 0
     assert mail.outbox == [] and webhook.received == []
 
 
@@ -291,12 +293,12 @@ def test_no_regression_tells_nobody(team, owner, suite, webhook):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_run_closing_with_a_regression_is_posted_once_by_the_worker(worker, team, suite, webhook):
-    services.set_webhook(team, webhook.url)
+    alerts.set_webhook(team, webhook.url)
     a, b = model(team, "a"), model(team, "b")
     record(suite, {a: [1.0] * 20, b: [1.0] * 20})
     closing = record(suite, {a: [0.0] * 20, b: [1.0] * 20}, state=State.RUNNING)
 
-    advance_run(closing.pk)  # every entry is done: the run closes and the check is queued
+    pipeline.advance(closing.pk)  # every entry is done: the run closes and the check is queued
 
     assert wait_for(lambda: webhook.received, timeout=60, what="the webhook POST")
     assert Run.objects.get(pk=closing.pk).state == State.DONE
@@ -371,7 +373,7 @@ def _close_with_a_regression(team, suite) -> Run:
     a, b = model(team, "a"), model(team, "b")
     record(suite, {a: [1.0] * 20, b: [1.0] * 20})
     closing = record(suite, {a: [0.0] * 20, b: [1.0] * 20}, state=State.RUNNING)
-    advance_run(closing.pk)  # every entry is done: the run closes and the check is queued
+    pipeline.advance(closing.pk)  # every entry is done: the run closes and the check is queued
     return closing
 
 
@@ -380,7 +382,7 @@ def _close_with_a_regression(team, suite) -> Run:
 def test_a_worker_killed_while_sending_a_notice_leaves_it_to_another_under_the_same_key(
     clean_redis, worker_roots, team, suite, scripted_webhook
 ):
-    services.set_webhook(team, scripted_webhook.url)
+    alerts.set_webhook(team, scripted_webhook.url)
     scripted_webhook.hold.set()
     env = {"ARENA_NOTICE_LEASE_S": "2", "ARENA_NOTICE_RETRY_S": "1"}
     first = WorkerProcess(worker_roots, extra_env=env).start()
@@ -400,7 +402,7 @@ def test_a_worker_killed_while_sending_a_notice_leaves_it_to_another_under_the_s
     try:
         time.sleep(2.5)  # the dead worker's claim runs out (ARENA_NOTICE_LEASE_S)
         # What the beat's sweep does every minute: the notice is overdue and nobody holds it.
-        assert services.resend_overdue(grace_s=0) == 1
+        assert alerts.resend_overdue(grace_s=0) == 1
         wait_for(lambda: Notice.objects.get(pk=notice.pk).state == Delivery.SENT, timeout=60, what="the second worker")
     finally:
         second.stop()
@@ -417,7 +419,7 @@ def test_a_worker_killed_while_sending_a_notice_leaves_it_to_another_under_the_s
 def test_a_webhook_failing_twice_gets_the_notice_on_the_third_attempt_with_backoff(
     clean_redis, worker_roots, team, suite, scripted_webhook
 ):
-    services.set_webhook(team, scripted_webhook.url)
+    alerts.set_webhook(team, scripted_webhook.url)
     scripted_webhook.answers.extend([503, 503])
     worker = WorkerProcess(worker_roots, extra_env={"ARENA_NOTICE_RETRY_S": "1"}).start()
     try:

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from arena.alerts.queries import notifications_for
 from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run, RunEntry, State
+from arena.registry.backends import backend_for
 from arena.registry.models import Entry
-from arena.registry.services import backend_for, put_model, register_blend, register_model
+from arena.registry.services import put_model, register_blend, register_model
 from arena.schedules import services
 from arena.schedules.models import Firing, Outcome, Refresh, Schedule
 from arena.teams.models import ApiToken, Role, Team
@@ -295,13 +297,13 @@ def test_only_owners_set_the_webhook_and_it_must_be_http(owner, teammate, team, 
     assert put(owner_token, "https://x.example/\x00").status_code == 422
     bad = put(owner_token, "ftp://x.example/h")
     assert bad.status_code == 422 and "not an http(s) URL" in bad.json()["detail"]["webhook_url"][0]
-    assert services.notifications_for(team).webhook_url == ""
+    assert notifications_for(team).webhook_url == ""
     assert put(owner_token, "https://hooks.example.org/arena").json() == {
         "webhook_url": "https://hooks.example.org/arena"
     }
     owner_page = post_form(csrf_client(owner), f"/t/{team.slug}/schedules/webhook/", {"webhook_url": "not a url"})
     assert owner_page.status_code == 302
-    assert services.notifications_for(team).webhook_url == "https://hooks.example.org/arena"
+    assert notifications_for(team).webhook_url == "https://hooks.example.org/arena"
 
 
 # --- Firing -------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 
 from arena.benchmarks.services import import_suite
+from arena.evaluations import analysis, queries
 from arena.evaluations.models import Run, RunEntry, Score
-from arena.leaderboard import services
 from arena.registry.models import BlendMember, Entry
 from ensembles import copula
 from ensembles.suites import get_builtin
@@ -98,11 +98,16 @@ def test_a_finished_run_shows_whether_adding_members_pays_in_its_json_api_and_pa
 
 def test_the_curve_is_computed_once_per_run_and_then_costs_no_query(owner, team, suite, django_assert_num_queries):
     run = make_run(team, suite)
-    first = services.run_size_curve(Run.objects.select_related("suite").get(pk=run.pk))
+    # A page shows a finished run's curve without storing it: the run's analyse step stores it.
+    shown = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/?format=json").json()["size_curve"]
+    assert Run.objects.get(pk=run.pk).results == {}
+    first = analysis.size_curve(Run.objects.select_related("suite").get(pk=run.pk))
+    assert first == shown
+    Run.objects.filter(pk=run.pk).update(results={"size_curve": first})
     stored = Run.objects.select_related("suite").get(pk=run.pk)
     assert stored.results["size_curve"] == first
     with django_assert_num_queries(0):
-        assert services.run_size_curve(stored) == first
+        assert queries.size_curve(stored) == first
 
 
 def test_scores_on_a_scale_get_no_curve(owner, team, suite, api):
@@ -114,8 +119,8 @@ def test_scores_on_a_scale_get_no_curve(owner, team, suite, api):
 
 def test_a_run_without_dev_items_fits_the_model_on_test_and_says_so(owner, team, suite):
     run = make_run(team, suite, splits=("test",))
-    body = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/").content.decode()
-    curve = Run.objects.get(pk=run.pk).results["size_curve"]
+    page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/")
+    body, curve = page.content.decode(), page.context["size_curve"]
     assert curve["fit_split"] == "test" and list(curve["measured"]) == ["test"]
     assert "this run has no dev items" in body
 

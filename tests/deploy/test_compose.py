@@ -12,7 +12,7 @@ import tomllib
 import pytest
 from django.core.management import get_commands
 
-from arena.evaluations.routing import gpu_queues
+from arena.core.routing import gpu_queues
 from tests.deploy.conftest import DOCKER, ROOT, argv_lines, is_arena
 
 # Every way the code reads an environment variable: the typed helpers and os.environ.

@@ -1,0 +1,1 @@
+"""The running arena: its processes, health, operations page and demo."""

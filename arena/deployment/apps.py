@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DeploymentConfig(AppConfig):
+    name = "arena.deployment"
+    default_auto_field = "django.db.models.BigAutoField"

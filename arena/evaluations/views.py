@@ -1,0 +1,151 @@
+"""Run pages: starting a run, its live progress and results, item by item, and one item's drill-down."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from arena.benchmarks.models import Suite, SuiteItem
+from arena.benchmarks.services import library_item, library_suite
+from arena.core.forms import SENT_FORM, errors, keep_sent
+from arena.evaluations import charts, queries, services, snapshots, tables
+from arena.evaluations.models import Run, Score
+from arena.registry.models import Entry
+from arena.teams.access import get_owned, team_for
+from arena.teams.models import Role
+
+
+@login_required
+@require_http_methods(["POST"])
+def start_run(request, team: str):
+    t = team_for(request.user, team, Role.MEMBER)
+    suite_id = request.POST.get("suite", "")
+    suite = Suite.objects.filter(team=t, pk=int(suite_id)).first() if suite_id.isdigit() else None
+    ids = [int(i) for i in request.POST.getlist("entries") if i.isdigit()]
+    entries = list(Entry.objects.filter(team=t, pk__in=ids))
+    judge_id = request.POST.get("judge", "")
+    judge = Entry.objects.filter(team=t, pk=int(judge_id)).first() if judge_id.isdigit() else None
+    try:
+        if suite is None:
+            raise ValidationError({"suite": "choose a suite"})
+        if len(entries) != len(ids):
+            raise ValidationError({"entries": "unknown entries"})
+        if judge_id and judge is None:
+            raise ValidationError({"judge": "unknown judge"})
+        splits = request.POST.getlist("splits")
+        run = services.create_run(t, suite, entries, splits=splits or None, user=request.user, judge=judge)
+    except ValidationError as exc:
+        for msg in errors(exc):
+            messages.error(request, msg)
+        keep_sent(request, "run", ("suite", "judge"), ("entries", "splits"))
+        request.session[SENT_FORM]["errors"] = errors(exc)  # shown in the form as well as above
+        return redirect("dashboard", team=t.slug)
+    return redirect("run", team=t.slug, run_id=run.pk)
+
+
+@login_required
+def run_detail(request, team: str, run_id: int):
+    t = team_for(request.user, team)
+    run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
+    if request.GET.get("format") == "live":
+        # What a live event brings the open page: fetched whenever its socket (re)opens.
+        return snapshots.live_response(snapshots.run_push(run.pk))
+    snapshot = snapshots.run_snapshot(run)
+    if request.GET.get("format") == "json":
+        if run.state == "done":
+            snapshot["diversity"] = queries.run_diversity(run)
+            snapshot["size_curve"] = queries.size_curve(run)
+        return JsonResponse(snapshot)
+    diversity = queries.run_diversity(run) if run.state == "done" else None
+    if diversity:
+        diversity["rows"] = [
+            {"name": name, "correlation": corr, "kappa": kap}
+            for name, corr, kap in zip(
+                diversity["members"], diversity["error_correlation"], diversity["kappa"], strict=True
+            )
+        ]
+    done = run.state == "done"
+    size_curve = queries.size_curve(run)
+    return render(
+        request,
+        "evaluations/run.html",
+        {
+            "team": t,
+            "run": run,
+            "snapshot": snapshot,
+            "rows_html": tables.run_rows(snapshot["entries"]),
+            "diversity": diversity,
+            "agreement_chart": charts.member_agreement(diversity),
+            "selection_charts": [
+                {"id": f"selection-{c['entry_id']}", "figure": charts.selection_gain(c)}
+                for c in (queries.selection_curves(run) if done else [])
+            ],
+            "boosting_rounds": queries.boosting_rounds(run) if done else [],
+            "calibration_tables": queries.calibration_tables(run) if done else [],
+            "size_curve": size_curve,
+            "size_chart": charts.size_gain(size_curve),
+        },
+    )
+
+
+@login_required
+def run_items(request, team: str, run_id: int):
+    """Item by item: which entry got which item right, each cell linking to its drill-down."""
+    t = team_for(request.user, team)
+    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
+    entries = [re.entry for re in run.run_entries.select_related("entry").order_by("entry__kind", "entry__name")]
+    values = {
+        (item_id, entry_id): value
+        for item_id, entry_id, value in Score.objects.filter(run=run).values_list("item_id", "entry_id", "value")
+    }
+    only = request.GET.get("differ") == "1"
+    rows = []
+    for item in SuiteItem.objects.filter(suite=run.suite, split__in=run.splits).order_by("position"):
+        cells = [values.get((item.pk, e.pk)) for e in entries]
+        known = {c for c in cells if c is not None}
+        if only and len(known) < 2:
+            continue
+        rows.append({"item": item, "cells": cells})
+    return render(
+        request, "evaluations/run_items.html", {"team": t, "run": run, "entries": entries, "rows": rows, "only": only}
+    )
+
+
+@login_required
+def item_detail(request, team: str, run_id: int, item_id: int):
+    """Why a blend won or lost one item: the prompt, every member's output, the votes, the reference."""
+    t = team_for(request.user, team)
+    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
+    item = SuiteItem.objects.filter(suite=run.suite, pk=item_id).first()
+    if item is None:
+        raise Http404("no such item in this run")
+    suite = library_suite(run.suite)
+    scores = list(
+        Score.objects.filter(run=run, item=item)
+        .select_related("entry", "generation")
+        .order_by("entry__kind", "entry__name")
+    )
+    for s in scores:
+        # How a blend decided, one "key: value" line per top-level key (values as compact JSON).
+        s.how = "\n".join(
+            f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in (s.details or {}).items()
+        )
+    return render(
+        request,
+        "evaluations/item.html",
+        {
+            "team": t,
+            "run": run,
+            "item": item,
+            "prompt": suite.render_prompt(library_item(item)),
+            "reference": suite.reference_answer(library_item(item)),
+            "metric": suite.manifest.metric,
+            "scores": scores,
+        },
+    )
