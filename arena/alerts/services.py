@@ -29,9 +29,11 @@ from django.utils import timezone
 from arena.alerts import queries
 from arena.alerts.models import Channel, Delivery, Notice, Regression, RegressionAlert, TeamNotifications
 from arena.core import queue
+from arena.core.outbound import outbound_policy
 from arena.evaluations.models import TERMINAL, Run, RunEntry
 from arena.evaluations.regressions import regressions_for
 from arena.teams.models import Role, Team
+from ensembles.net import OutboundRefused, post_json
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ def set_webhook(team: Team, url: str) -> TeamNotifications:
             raise ValidationError({"webhook_url": f"not an http(s) URL: {url[:200]!r}"}) from None
         if len(url) > 500:
             raise ValidationError({"webhook_url": "at most 500 characters"})
+        try:
+            outbound_policy().check_url(url)
+        except OutboundRefused as exc:
+            raise ValidationError({"webhook_url": f"{url} is refused: {exc}"}) from None
     settings_row, _ = TeamNotifications.objects.update_or_create(team=team, defaults={"webhook_url": url})
     return settings_row
 
@@ -261,22 +267,27 @@ def _deliver(notice: Notice) -> int | None:
         "regressions": [{k: r[k] for k in WEBHOOK_FIELDS} for r in found],
     }
     try:
-        response = httpx.post(
+        # Checked again on every connection, and redirects are not followed: a 3xx is a refusal.
+        answer = post_json(
             notice.target,
-            json=payload,
-            headers={"Idempotency-Key": notice.key},
+            payload,
+            policy=outbound_policy(),
             timeout=WEBHOOK_TIMEOUT_S,
-            follow_redirects=False,
+            headers={"Idempotency-Key": notice.key},
+            max_bytes=0,  # what a receiver says back to a notice is not read
         )
+    except OutboundRefused as exc:
+        raise _Refused(f"the webhook URL is refused: {exc}") from exc
     except httpx.HTTPError as exc:
         raise NoticeRetry(f"{type(exc).__name__}: {exc}", 0) from exc
-    if response.status_code in RETRY_STATUSES or response.status_code >= 500:
-        failure = NoticeRetry(f"the webhook answered {response.status_code}", 0)
-    elif response.status_code >= 300:
-        failure = _Refused(f"the webhook answered {response.status_code}")
+    said = f": {answer.snippet()}" if answer.body else ""
+    if answer.status in RETRY_STATUSES or answer.status >= 500:
+        failure = NoticeRetry(f"the webhook answered {answer.status}{said}", 0)
+    elif answer.status >= 300:
+        failure = _Refused(f"the webhook answered {answer.status}{said}")
     else:
-        return response.status_code
-    failure.status = response.status_code
+        return answer.status
+    failure.status = answer.status
     raise failure
 
 

@@ -91,7 +91,7 @@ def suite_upload(request, team: str):
             "metric": request.POST.get("metric", "").strip(),
             "columns": _csv_columns(request.POST),
         }
-        if not str(options["seed"]).isdigit():
+        if not str(options["seed"]).isdecimal():
             raise SuiteError("seed must be a whole number")
         suite, created = upload_suite(t, fmt, files, options)
     except SuiteError as exc:
@@ -112,7 +112,8 @@ def add_builtin_suite(request, team: str):
     name = request.POST.get("name", "")
     size = request.POST.get("size", "").strip()
     try:
-        if size and not size.isdigit():
+        # isdecimal(): the digits int() reads; isdigit() also passes "²", which int() refuses.
+        if size and not size.isdecimal():
             raise ValidationError({"size": "size must be a whole number"})
         suite = import_suite(t, get_builtin(name, size=int(size) if size else None))
     except (EnsembleError, ValidationError) as exc:

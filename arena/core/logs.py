@@ -1,9 +1,10 @@
-"""Structured logs: every record carries the Celery task and the run it works on.
+"""Structured logs: every record carries the Celery task and the run it works on, or the web request.
 
 ARENA_LOG_FORMAT=json writes one JSON object a line (for a log collector); the default, text,
 writes the same fields as key=value pairs. The task comes from Celery's current task. The run is
 bound before a task starts (task_prerun), from the task's arguments by the finder its definition
 names with `tags_run`, so Celery's own lines (received, retry, succeeded, failed) carry it too.
+A web request's id is bound by arena.core.middleware.RequestIdMiddleware for as long as it is served.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from datetime import UTC, datetime
 
 from celery import current_task
 
-FIELDS = ("run_id", "task", "task_id")
+FIELDS = ("request_id", "run_id", "task", "task_id")
 _run_id: ContextVar[int | None] = ContextVar("arena_run_id", default=None)
+request_id: ContextVar[str | None] = ContextVar("arena_request_id", default=None)
 # Task name → finder of the run from the task's arguments.
 _finders: dict[str, Callable[..., int | None]] = {}
 
@@ -44,9 +46,10 @@ def unbind_run(**extra) -> None:
 
 
 class ContextFilter(logging.Filter):
-    """Adds run_id, task and task_id (None outside a task) to every record."""
+    """Adds request_id (None outside a web request), run_id, task and task_id (None outside a task)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
         request = getattr(current_task, "request", None)
         record.run_id = _run_id.get()
         record.task = getattr(current_task, "name", None) if request is not None else None

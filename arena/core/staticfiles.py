@@ -42,8 +42,9 @@ class PlotlyFinder(BaseFinder):
 class CollectedStaticStorage(CompressedManifestStaticFilesStorage):
     """WhiteNoise's hashed, compressed storage, with hashed URLs even when DEBUG is on.
 
-    Django writes plain names under DEBUG; `manage.py up` runs with DEBUG and collected files, and
-    only a hashed name lets WhiteNoise cache a file (plotly.min.js is 4.8 MB) for a year.
+    Django writes plain names under DEBUG; `manage.py up` runs with collected files whether or not
+    ARENA_DEBUG=1 turns DEBUG on, and only a hashed name lets WhiteNoise cache a file (plotly.min.js
+    is 4.8 MB) for a year.
     """
 
     def url(self, name, force=False):

@@ -35,7 +35,7 @@ def create_run(request, body: RunIn):
     team = request.auth.team
     suites = Suite.objects.filter(team=team)
     suite = (
-        (suites.filter(pk=int(body.suite)) if body.suite.isdigit() else suites.filter(name=body.suite))
+        (suites.filter(pk=int(body.suite)) if body.suite.isdecimal() else suites.filter(name=body.suite))
         .order_by("-created_at")
         .first()
     )

@@ -12,6 +12,7 @@ and both read that one back, so every reader sees the same text.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from arena.evaluations.models import Generation
-from ensembles.backends import Backend, DecodingParams, ModelPool
+from ensembles.backends import Backend, DecodingParams, ModelPool, Prompt
+from ensembles.backends import Generation as LibGeneration
 from ensembles.backends.base import digest_json
 
 # Models stay loaded in the worker process between batches (see ModelPool).
@@ -28,7 +30,7 @@ POOL = ModelPool(max_models=settings.ARENA_MAX_LOADED_MODELS)
 LoadBackend = Callable[[], Backend]
 
 
-def generation_key(fingerprint: str, prompt: str, params: DecodingParams) -> str:
+def generation_key(fingerprint: str, prompt: Prompt, params: DecodingParams) -> str:
     return digest_json({"fingerprint": fingerprint, "prompt": prompt, "params": params.model_dump(mode="json")})
 
 
@@ -50,7 +52,7 @@ class Read:
         return len(self.computed)
 
 
-def generations(fingerprint: str, load: LoadBackend, prompts: Sequence[str], params: DecodingParams) -> Read:
+def generations(fingerprint: str, load: LoadBackend, prompts: Sequence[Prompt], params: DecodingParams) -> Read:
     """Each prompt's generation by ``fingerprint``'s model: read by key, the missing ones generated in one batch.
 
     ``load`` makes the backend when the model is not loaded in this process yet. Backend errors are
@@ -63,23 +65,47 @@ def generations(fingerprint: str, load: LoadBackend, prompts: Sequence[str], par
         outputs = POOL.get(fingerprint, load).generate(list(missing.values()), params)
         Generation.objects.bulk_create(
             [
-                Generation(
-                    key=key,
-                    fingerprint=fingerprint,
-                    prompt=prompt,
-                    params=params.model_dump(mode="json"),
-                    text=out.text,
-                    token_logprobs=out.token_logprobs,
-                    prompt_tokens=out.prompt_tokens,
-                    completion_tokens=out.completion_tokens,
-                    latency_s=out.latency_s,
-                )
+                _row(key, fingerprint, prompt, params, out)
                 for (key, prompt), out in zip(missing.items(), outputs, strict=True)
             ],
             ignore_conflicts=True,
         )
         found = _read(keys)
     return Read([found[k] for k in keys], frozenset(missing))
+
+
+def cached(fingerprint: str, prompt: Prompt, params: DecodingParams) -> Generation | None:
+    """The stored generation for this request, or None when the model has not made it yet."""
+    return Generation.objects.filter(key=generation_key(fingerprint, prompt, params)).first()
+
+
+def store(fingerprint: str, prompt: Prompt, params: DecodingParams, out: LibGeneration) -> Generation:
+    """Keep one generation made outside :func:`generations` (an answer streamed as it was generated).
+
+    Only a finished generation belongs here: a stream cut short by its client is not the answer to
+    the request. Should another process have stored the key meanwhile, its row stays and is returned.
+    """
+    key = generation_key(fingerprint, prompt, params)
+    Generation.objects.bulk_create([_row(key, fingerprint, prompt, params, out)], ignore_conflicts=True)
+    return Generation.objects.get(key=key)
+
+
+def _row(key: str, fingerprint: str, prompt: Prompt, params: DecodingParams, out: LibGeneration) -> Generation:
+    return Generation(
+        key=key,
+        fingerprint=fingerprint,
+        # A conversation is kept as its JSON (the prompt column holds text).
+        prompt=prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False),
+        params=params.model_dump(mode="json"),
+        text=out.text,
+        token_logprobs=out.token_logprobs,
+        prompt_tokens=out.prompt_tokens,
+        completion_tokens=out.completion_tokens,
+        latency_s=out.latency_s,
+        finish_reason=out.finish_reason,
+        tokens=out.tokens,
+        top_logprobs=out.top_logprobs,
+    )
 
 
 def loglikelihoods(fingerprint: str, load: LoadBackend, requests: Sequence[Sequence[tuple[str, str]]]) -> Read:

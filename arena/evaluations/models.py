@@ -124,6 +124,10 @@ class Generation(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     latency_s = models.FloatField(default=0.0)
+    # "stop" or "length" (see ensembles' Generation); blank on rows made before it was recorded.
+    finish_reason = models.CharField(max_length=8, blank=True, default="")
+    tokens = models.JSONField(default=list, blank=True)  # each completion token's text
+    top_logprobs = models.JSONField(default=list, blank=True)  # per token, [[token, logprob], ...]
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

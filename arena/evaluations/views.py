@@ -26,11 +26,11 @@ from arena.teams.models import Role
 def start_run(request, team: str):
     t = team_for(request.user, team, Role.MEMBER)
     suite_id = request.POST.get("suite", "")
-    suite = Suite.objects.filter(team=t, pk=int(suite_id)).first() if suite_id.isdigit() else None
-    ids = [int(i) for i in request.POST.getlist("entries") if i.isdigit()]
+    suite = Suite.objects.filter(team=t, pk=int(suite_id)).first() if suite_id.isdecimal() else None
+    ids = [int(i) for i in request.POST.getlist("entries") if i.isdecimal()]
     entries = list(Entry.objects.filter(team=t, pk__in=ids))
     judge_id = request.POST.get("judge", "")
-    judge = Entry.objects.filter(team=t, pk=int(judge_id)).first() if judge_id.isdigit() else None
+    judge = Entry.objects.filter(team=t, pk=int(judge_id)).first() if judge_id.isdecimal() else None
     try:
         if suite is None:
             raise ValidationError({"suite": "choose a suite"})

@@ -276,7 +276,7 @@ def compare(request, team: str):
         return render(request, "leaderboard/compare.html", context, status=400)
 
     for field in ("a", "b", "run"):
-        if raw[field] and not raw[field].isdigit():
+        if raw[field] and not raw[field].isdecimal():
             return fail(f"{field}: not an id: {raw[field]!r}")
     if not raw["a"] or not raw["b"]:
         return fail("choose two entries to compare")

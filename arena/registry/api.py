@@ -120,7 +120,6 @@ def create_blend(request, body: BlendIn):
     return 201, _entry_out(entry)
 
 
-
 class MergeOut(Schema):
     name: str
     recipe: dict[str, Any]

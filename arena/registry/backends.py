@@ -8,26 +8,67 @@ leaderboard ranks.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
+from arena.core.outbound import outbound_policy
 from arena.registry import secrets
 from arena.registry.models import Entry, Kind, Materialization, MergeState
-from arena.teams.models import Team
 from ensembles.backends import Backend, BackendError, BackendOptions, make_backend
 
 
-def backend_options() -> BackendOptions:
-    # Models the arena made itself (merges, fine-tunes) are read from where it wrote them.
-    roots = (*settings.ARENA_MODEL_ROOTS, settings.ARENA_BUILT_MODELS_DIR)
-    return BackendOptions(model_roots=tuple(roots), cache_dir=settings.CACHE_DIR / "models")
+def built_dir(team_id: int) -> Path:
+    """The team's own folder for what the arena builds for it (merges, fine-tunes), under ARENA_BUILT_MODELS_DIR.
+
+    Named by the team's id, which is never reused nor renamed as a slug can be: a new team
+    never inherits a deleted one's files, and a renamed team keeps its own.
+    """
+    return Path(settings.ARENA_BUILT_MODELS_DIR) / str(team_id)
 
 
-def built_dir(team: Team) -> Path:
-    """Where a team's merges and fine-tunes are written (shared by every worker, under ARENA_BUILT_MODELS_DIR)."""
-    return Path(settings.ARENA_BUILT_MODELS_DIR) / team.slug
+def backend_options(team_id: int | None = None) -> BackendOptions:
+    """Where a team's backends read weights: the shared model roots and what the arena built for that team alone."""
+    roots = [*settings.ARENA_MODEL_ROOTS]
+    if team_id is not None:
+        roots.append(built_dir(team_id))
+    return BackendOptions(model_roots=tuple(roots), cache_dir=settings.CACHE_DIR / "models", outbound=outbound_policy())
+
+
+# NUL makes the OS calls fail, and no control character (line breaks and tabs included) belongs in
+# a model's file name shown back on a page or in a log line.
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_model_path(team_id: int, path: str) -> Path:
+    """Resolve a local model path (symlinks, ``..``), then refuse it unless it lies in a shared model root
+    or the team's own built folder.
+
+    The folders of what the arena built are every team's but one's to keep out of, even should an
+    operator set ARENA_BUILT_MODELS_DIR inside a shared root. A path that does not exist and one
+    that is not the team's get the same message, so that a refusal says nothing of other teams' files.
+    """
+    if match := _PATH_CONTROL.search(path):
+        what = "a NUL character" if match.group() == "\x00" else "a control character"
+        raise BackendError(f"path: contains {what} (U+{ord(match.group()):04X}); a model path holds none")
+    own = built_dir(team_id).resolve()
+    built = Path(settings.ARENA_BUILT_MODELS_DIR).resolve()
+    shared = [Path(root).expanduser().resolve() for root in settings.ARENA_MODEL_ROOTS]
+    try:
+        resolved = Path(path).expanduser().resolve()
+        allowed = resolved.is_relative_to(own) or (
+            not resolved.is_relative_to(built) and any(resolved.is_relative_to(root) for root in shared)
+        )
+        found = allowed and resolved.exists()
+    except (OSError, RuntimeError):  # unreadable, a symlink loop, an unknown ~user
+        found = False
+    if not found:
+        roots = ", ".join(str(root) for root in (own, *shared))
+        shown = path if len(path) <= 300 else f"{path[:300]}…"  # no path that long exists; no need to echo it whole
+        raise BackendError(f"model path {shown!r} does not exist or is outside the allowed model roots ({roots})")
+    return resolved
 
 
 def merged_backend_config(entry: Entry) -> dict[str, Any]:
@@ -42,11 +83,15 @@ def merged_backend_config(entry: Entry) -> dict[str, Any]:
 
 def backend_for(entry: Entry) -> Backend:
     """The backend that computes ``entry``'s outputs (model entries only)."""
+    options = backend_options(entry.team_id)
     if entry.kind == Kind.MERGE:
-        return make_backend(Kind.HF, merged_backend_config(entry), options=backend_options())
+        return make_backend(Kind.HF, merged_backend_config(entry), options=options)
     if entry.kind not in (Kind.HF, Kind.GGUF, Kind.OPENAI):
         raise BackendError(f"{entry.kind} entries have no backend")
     config = dict(entry.config)
     if entry.kind == Kind.OPENAI:
         config["api_key"] = secrets.decrypt(entry.secret)
-    return make_backend(entry.kind, config, options=backend_options())
+    elif isinstance(config.get("path"), str) and config["path"]:
+        # Again at each use: what the path names may have become a symlink to elsewhere since it was registered.
+        check_model_path(entry.team_id, config["path"])
+    return make_backend(entry.kind, config, options=options)

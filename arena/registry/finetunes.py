@@ -54,7 +54,7 @@ def finetune_entry(
         raise ValidationError({"member" if isinstance(exc, BackendError) else "suite": str(exc)}) from None
     chat_template = source.config.get("chat_template", "auto")
     settings_used = {"member": member, "suite": f"{row.name} v{row.version}", "steps": steps, "seed": seed}
-    target = built_dir(team) / f"finetune-{slugify(name)}-{digest_json(settings_used)[:12]}"
+    target = built_dir(team.pk) / f"finetune-{slugify(name)}-{digest_json(settings_used)[:12]}"
     try:
         result = finetune(
             Path(directory),

@@ -8,6 +8,7 @@ the leaderboard ranks (kind ``merge``), with its recipe as config and the build'
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -169,7 +170,7 @@ def run(materialization_id: int, attempt: int) -> None:
         recipe = MergeRecipe.model_validate(entry.config)
         dirs, fingerprints = _member_dirs(entry, recipe)
         key = digest_json({"recipe": recipe.model_dump(mode="json"), "members": fingerprints})
-        target = built_dir(entry.team) / f"merge-{entry.pk}-{key[:16]}"
+        target = built_dir(entry.team_id) / f"merge-{entry.pk}-{key[:16]}"
         materialize(recipe, dirs, target, fingerprints=fingerprints)
         provenance = read_provenance(target)
     except (WaitForMember, OperationalError, InterfaceError) as exc:
@@ -181,7 +182,11 @@ def run(materialization_id: int, attempt: int) -> None:
         log.warning("merge %s failed: %s", entry.name, exc, exc_info=not isinstance(exc, EnsembleError))
         mine.update(state=MergeState.FAILED, reason=str(exc)[:4000], finished_at=timezone.now())
         return
-    mine.update(state=MergeState.DONE, path=str(target), provenance=provenance, finished_at=timezone.now())
+    done = mine.update(state=MergeState.DONE, path=str(target), provenance=provenance, finished_at=timezone.now())
+    if not done and not Entry.objects.filter(pk=entry.pk).exists():
+        # Deleted (its team perhaps with it) while it was built: nothing will ever read these weights.
+        shutil.rmtree(target, ignore_errors=True)
+        return
     log.info("merge %s materialized at %s", entry.name, target)
 
 

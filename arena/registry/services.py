@@ -11,8 +11,9 @@ from django.db.models import Q, QuerySet
 from pydantic import ValidationError as PydanticError
 
 from arena.core.states import TERMINAL
+from arena.core.text import check_name
 from arena.registry import merges, secrets
-from arena.registry.backends import backend_options
+from arena.registry.backends import backend_options, check_model_path
 from arena.registry.models import MODEL_KINDS, BlendMember, Entry, Kind, Materialization, MergeState
 from arena.teams.models import Team
 from ensembles.backends import BackendError, make_backend
@@ -33,8 +34,7 @@ def _check_name(team: Team, name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": "an entry needs a name"})
-    if len(name) > 100:
-        raise ValidationError({"name": "names are at most 100 characters"})
+    name = check_name("name", name)
     if Entry.objects.filter(team=team, name=name).exists():
         raise ValidationError({"name": f"{team.name} already has an entry named {name!r}"})
     return name
@@ -85,7 +85,9 @@ def _model_config(team: Team, kind: str, config: dict[str, Any], api_key: str) -
     if kind == Kind.OPENAI and api_key:
         backend_config["api_key"] = api_key
     try:
-        backend = make_backend(kind, backend_config, options=backend_options())
+        if kind in (Kind.HF, Kind.GGUF) and isinstance(config.get("path"), str) and config["path"]:
+            check_model_path(team.pk, config["path"])
+        backend = make_backend(kind, backend_config, options=backend_options(team.pk))
         backend.check()
     except (EnsembleError, BackendError) as exc:
         raise ValidationError({"config": str(exc)}) from None

@@ -24,6 +24,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from arena.benchmarks.models import Suite
 from arena.core import queue
+from arena.core.text import name_problem
 from arena.evaluations.models import RunEntry, State
 from arena.evaluations.services import create_run
 from arena.registry.backends import backend_for
@@ -126,8 +127,8 @@ def save_schedule(
     errors: dict[str, str] = {}
     if not name:
         errors["name"] = "give the schedule a name"
-    elif len(name) > 100:
-        errors["name"] = "at most 100 characters"
+    elif problem := name_problem(name):
+        errors["name"] = problem
     elif Schedule.objects.filter(team=team, name=name).exclude(pk=getattr(schedule, "pk", None)).exists():
         errors["name"] = f"the team already has a schedule named {name!r}"
     the_suite = latest_suite(team, suite or "")

@@ -151,7 +151,7 @@ def register(request, team: str, search_id: int):
     search = get_owned(BlendSearch.objects.select_related("run__suite"), t, pk=search_id)
     try:
         raw = request.POST.get("candidate", "")
-        if not raw.strip().isdigit():
+        if not raw.strip().isdecimal():
             raise ValidationError({"candidate": f"candidate must be a candidate's number, not {raw!r}"})
         blend, run = services.register_candidate(
             search,

@@ -17,8 +17,12 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "team", "prefix", "role", "created_at", "last_used_at")
-    readonly_fields = ("digest", "prefix")
+    list_display = ("name", "team", "prefix", "role", "created_at", "expires_at", "last_used_at")
+    readonly_fields = ("digest", "prefix", "last_used_at")
+
+    def has_add_permission(self, request) -> bool:
+        # A token is issued on the team admin page, which shows its plain text once; here it would have none.
+        return False
 
 
 admin.site.register(Invitation)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -17,6 +19,10 @@ class Role(models.TextChoices):
 
 # What each role may do; a higher rank includes the lower ones.
 ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.OWNER: 2}
+
+# The roles a token may be issued with: a token reads (viewer) or also writes (member); owning a
+# team (its members, tokens and webhook) stays with people, who confirm with their password.
+TOKEN_ROLES = (Role.VIEWER, Role.MEMBER)
 
 
 class Team(models.Model):
@@ -54,7 +60,7 @@ def hash_token(raw: str) -> str:
 
 
 class ApiToken(models.Model):
-    """A bearer token for the JSON API; only its hash is stored."""
+    """A bearer token for the JSON API and /v1; only its hash is stored. Revoking one deletes it."""
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="tokens")
     name = models.CharField(max_length=100)
@@ -64,6 +70,7 @@ class ApiToken(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: never")
 
     class Meta:
         ordering = ["-created_at"]
@@ -71,17 +78,34 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
     @classmethod
-    def issue(cls, team: Team, name: str, *, role: str = Role.MEMBER, user=None) -> tuple[ApiToken, str]:
+    def issue(
+        cls, team: Team, name: str, *, role: str = Role.MEMBER, user=None, expires_at: datetime | None = None
+    ) -> tuple[ApiToken, str]:
         """Create a token and return it with its plain text, which is never stored."""
         raw = "arena_" + secrets.token_urlsafe(32)
         token = cls.objects.create(
-            team=team, name=name, prefix=raw[:12], digest=hash_token(raw), role=role, created_by=user
+            team=team,
+            name=name,
+            prefix=raw[:12],
+            digest=hash_token(raw),
+            role=role,
+            created_by=user,
+            expires_at=expires_at,
         )
         return token, raw
 
 
 class Invitation(models.Model):
+    """An invitation to join ``team`` as ``role``, for the one account that has ``email``."""
+
+    # A link lives a week: long enough to be read, short enough that an old mail is not a key.
+    LIFETIME = timedelta(days=7)
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
@@ -95,3 +119,12 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email} to {self.team}"
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + self.LIFETIME
+
+    @classmethod
+    def pending(cls):
+        """Invitations that can still be accepted: not used, not expired."""
+        return cls.objects.filter(accepted_at__isnull=True, created_at__gt=timezone.now() - cls.LIFETIME)

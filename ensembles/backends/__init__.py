@@ -10,8 +10,11 @@ from ensembles.backends.base import (
     DecodingParams,
     Generation,
     LoglikelihoodUnsupported,
+    Message,
+    Prompt,
     TransientBackendError,
     make_backend,
+    transcript,
 )
 from ensembles.backends.pool import ModelPool
 
@@ -23,7 +26,10 @@ __all__ = [
     "DecodingParams",
     "Generation",
     "LoglikelihoodUnsupported",
+    "Message",
     "ModelPool",
+    "Prompt",
     "TransientBackendError",
     "make_backend",
+    "transcript",
 ]

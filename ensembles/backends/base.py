@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ensembles.errors import EnsembleError, ParamsError
+from ensembles.net import OutboundPolicy
 from ensembles.registry import Registry
 
 
@@ -37,6 +39,20 @@ class DecodingParams(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: tuple[str, ...] = ("\n",)
     seed: int = Field(default=0, ge=0)
+    # The most likely tokens at each position, as OpenAI's `top_logprobs`. Left out of the dump at 0,
+    # so the cache keys of every generation made without it stay what they were.
+    top_logprobs: int = Field(default=0, ge=0, le=20, exclude_if=lambda k: k == 0)
+
+
+# A conversation: {"role": ..., "content": ...} turns, rendered by the member's own chat template.
+Message = dict[str, str]
+# What a backend completes: a bare prompt (sent as one user turn where the model chats) or a conversation.
+Prompt = str | list[Message]
+
+
+def transcript(messages: Sequence[Message]) -> str:
+    """A conversation as plain text, for a model with no chat template."""
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\n\nassistant:"
 
 
 @dataclass
@@ -48,6 +64,11 @@ class Generation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0  # the item's share of its batch's wall time
+    # "stop": the model ended it (EOS or a stop sequence); "length": it ran into max_new_tokens.
+    finish_reason: str = "stop"
+    tokens: list[str] = field(default_factory=list)  # each completion token's text, as token_logprobs counts them
+    # Per completion token, the top_logprobs most likely [token, logprob] pairs, most likely first.
+    top_logprobs: list[list[tuple[str, float]]] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -90,8 +111,19 @@ class Backend(ABC):
         """Release memory held by the model."""
 
     @abstractmethod
-    def generate(self, prompts: list[str], params: DecodingParams) -> list[Generation]:
-        """Complete every prompt; the result has one Generation per prompt, in order."""
+    def generate(self, prompts: Sequence[Prompt], params: DecodingParams) -> list[Generation]:
+        """Complete every prompt or conversation; the result has one Generation per prompt, in order."""
+
+    def stream(self, prompt: Prompt, params: DecodingParams) -> Generator[str, None, Generation]:
+        """Complete one prompt, yielding its text in pieces as they are decided; returns the Generation.
+
+        The pieces join into the returned ``text``. Closing the generator early stops the work. This
+        default, for backends that cannot stream, yields the whole generation at once.
+        """
+        out = self.generate([prompt], params)[0]
+        if out.text:
+            yield out.text
+        return out
 
     @abstractmethod
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
@@ -100,13 +132,15 @@ class Backend(ABC):
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Where a backend may read weights from and where it may keep conversions."""
+    """Where a backend may read weights from, keep conversions, and send requests."""
 
     # Local paths must lie under one of these; empty means any path is allowed.
     model_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     device: str | None = None  # None: CUDA when present, else CPU
     hub_cache: Path | None = None  # the Hugging Face cache hub ids are read from; None: its default (HF_HUB_CACHE)
+    # Where an endpoint member may connect; by default public addresses and this machine's loopback.
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
 
 def check_local_path(path: str | Path, options: BackendOptions) -> Path:
@@ -149,6 +183,20 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
         if at != -1:
             cut = min(cut, offset + at)
     return text[:cut]
+
+
+def streamable(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, bool]:
+    """Of a generation's text so far, the start that no later token can change, and whether a stop ended it.
+
+    The tail that could still grow into a stop sequence is held back, as is a half-decoded character.
+    """
+    cut = truncate_at_stop(text, stop)
+    if len(cut) < len(text):
+        return cut, True
+    hold = 0
+    for s in stop:
+        hold = max(hold, next((k for k in range(min(len(s) - 1, len(cut)), 0, -1) if cut.endswith(s[:k])), 0))
+    return cut[: len(cut) - hold].rstrip("\ufffd"), False
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")

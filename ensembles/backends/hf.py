@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,9 +23,12 @@ from ensembles.backends.base import (
     BackendError,
     DecodingParams,
     Generation,
+    Prompt,
     check_local_path,
     digest_json,
     file_sha256,
+    streamable,
+    transcript,
     truncate_at_stop,
 )
 
@@ -56,6 +63,24 @@ def pick_dtype(device: str) -> Any:
     return torch.float32
 
 
+@dataclass(frozen=True)
+class TokenScore:
+    """One token's log-probability given the tokens before it, with the most likely alternatives there."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, log-probability), most likely first; empty unless asked for
+
+
+@dataclass(frozen=True)
+class TokenCompletion:
+    """Tokens generated after a prompt, their text, and why generation stopped ("stop" or "length")."""
+
+    ids: list[int]
+    text: str
+    finish_reason: str
+
+
 class TransformersBackend(Backend):
     """Shared generation and scoring code for models held by transformers."""
 
@@ -65,6 +90,13 @@ class TransformersBackend(Backend):
             description="auto: wrap the prompt in the model's chat template when it has one",
         )
         batch_size: int = Field(default=8, ge=1, le=1024)
+        static_cache: bool = Field(
+            default=False,
+            description=(
+                "a fixed-size KV cache, so that on CUDA transformers compiles the decode step (torch.compile "
+                "with CUDA graphs); the first batch of each new shape waits for a compile, and on CPU it runs eagerly"
+            ),
+        )
 
     config: Config
     model: Any = None
@@ -102,16 +134,16 @@ class TransformersBackend(Backend):
         if self.model is None:
             self.load()
 
-    def format_prompt(self, prompt: str) -> str:
-        """The text sent to the model: the chat template when it has one, else the bare prompt."""
+    def format_prompt(self, prompt: Prompt) -> str:
+        """The text sent to the model: the chat template when it has one, else the bare prompt (or a
+        conversation's plain transcript)."""
         self._ensure_loaded()
         tok = self.tokenizer
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if self.config.chat_template == "auto" and getattr(tok, "chat_template", None):
-            text: str = tok.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            text: str = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return text
-        return prompt
+        return prompt if isinstance(prompt, str) else transcript(messages)
 
     def _encode(self, texts: list[str]) -> Any:
         tok = self.tokenizer
@@ -120,7 +152,7 @@ class TransformersBackend(Backend):
         templated = self.config.chat_template == "auto" and getattr(tok, "chat_template", None)
         return tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(self.device)
 
-    def generate(self, prompts: list[str], params: DecodingParams) -> list[Generation]:
+    def generate(self, prompts: Sequence[Prompt], params: DecodingParams) -> list[Generation]:
         self._ensure_loaded()
         torch = _torch()
         out: list[Generation] = []
@@ -129,7 +161,9 @@ class TransformersBackend(Backend):
             out.extend(self._generate_batch(chunk, params, torch))
         return out
 
-    def _generate_batch(self, prompts: list[str], params: DecodingParams, torch: Any) -> list[Generation]:
+    def _generate_batch(
+        self, prompts: Sequence[Prompt], params: DecodingParams, torch: Any, **extra: Any
+    ) -> list[Generation]:
         texts = [self.format_prompt(p) for p in prompts]
         enc = self._encode(texts)
         sampling = params.temperature > 0
@@ -144,13 +178,24 @@ class TransformersBackend(Backend):
             "temperature": None,
             "top_p": None,
             "top_k": None,
+            **extra,
         }
         if sampling:
             from transformers import LogitsProcessorList
 
             gen_kwargs["logits_processor"] = LogitsProcessorList([RowSampler(params, prompts, self.device)])
+        if params.top_logprobs:
+            # The model's own distribution before any warping, as vLLM reports top log-probabilities.
+            gen_kwargs["output_logits"] = True
+        if self.config.static_cache:
+            # Eager decode spends most of a step launching small kernels from Python; a cache of fixed
+            # shape lets transformers compile the step into CUDA graphs (only on accelerators, not CPU).
+            gen_kwargs["cache_implementation"] = "static"
+        # The compiled decode runs under no_grad, the mode transformers itself compiles and tests it in;
+        # inference tensors have had open issues with CUDA graphs.
+        grad_mode = torch.no_grad if self.config.static_cache else torch.inference_mode
         started = time.perf_counter()
-        with torch.inference_mode():
+        with grad_mode():
             result = self.model.generate(**enc, **gen_kwargs)
             # The sampler leaves only the drawn token, scored with its log-probability already normalized.
             scores = self.model.compute_transition_scores(
@@ -160,11 +205,12 @@ class TransformersBackend(Backend):
         prompt_len = enc["input_ids"].shape[1]
         new_tokens = result.sequences[:, prompt_len:]
         share = elapsed / len(prompts)
+        top = self._top_logprobs(result.logits, params.top_logprobs, torch) if params.top_logprobs else None
         generations = []
-        for row, row_scores, mask in zip(new_tokens, scores, enc["attention_mask"], strict=True):
+        for i, (row, row_scores, mask) in enumerate(zip(new_tokens, scores, enc["attention_mask"], strict=True)):
             ids = row.tolist()
             logprobs = row_scores.float().tolist()
-            text, kept = self._cut(ids, params.stop)
+            text, kept, finish = self._cut(ids, params.stop, params.max_new_tokens)
             generations.append(
                 Generation(
                     text=text,
@@ -172,28 +218,99 @@ class TransformersBackend(Backend):
                     prompt_tokens=int(mask.sum()),
                     completion_tokens=kept,
                     latency_s=share,
+                    finish_reason=finish,
+                    tokens=[self.tokenizer.decode([t]) for t in ids[:kept]],
+                    top_logprobs=top[i][:kept] if top else [],
                 )
             )
         return generations
 
-    def _cut(self, ids: list[int], stop: tuple[str, ...]) -> tuple[str, int]:
-        """Decoded text up to the first stop sequence or EOS, and how many tokens it used."""
+    def _top_logprobs(self, logits: Any, k: int, torch: Any) -> list[list[list[tuple[str, float]]]]:
+        """Per row, per step, the k most likely tokens with their log-probabilities."""
+        steps = torch.log_softmax(torch.stack(logits, dim=1).float(), dim=-1).topk(k, dim=-1)
+        decode = self.tokenizer.decode
+        return [
+            [
+                [(decode([t]), round(lp, 5)) for t, lp in zip(ids, lps, strict=True)]
+                for ids, lps in zip(row_ids, row_lps, strict=True)
+            ]
+            for row_ids, row_lps in zip(steps.indices.tolist(), steps.values.tolist(), strict=True)
+        ]
+
+    def stream(self, prompt: Prompt, params: DecodingParams) -> Generator[str, None, Generation]:
+        """Generate in a thread and yield the text as tokens arrive; closing this generator stops the generation.
+
+        The generation is the one :meth:`generate` makes for this prompt alone (the same tokens, cut the
+        same way), so a streamed answer and a cached one are the same text.
+        """
+        from transformers import StoppingCriteriaList
+
+        self._ensure_loaded()
+        torch = _torch()
+        tokens = _TokenQueue()
+        halt = threading.Event()
+        done: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                criteria = StoppingCriteriaList([_StopWhenSet(halt)])
+                done["out"] = self._generate_batch(
+                    [prompt], params, torch, streamer=tokens, stopping_criteria=criteria
+                )[0]
+            except BaseException as exc:  # handed to the consumer, which raises it
+                done["error"] = exc
+            finally:
+                tokens.end()
+
+        thread = threading.Thread(target=run, name="arena-stream-generate", daemon=True)
+        specials = set(self.tokenizer.all_special_ids)
+        ids: list[int] = []
+        sent = ""
+        thread.start()
+        try:
+            for new in tokens:
+                ids.extend(new)
+                kept = next((i for i, t in enumerate(ids) if t in specials), len(ids))
+                text, stopped = streamable(self.tokenizer.decode(ids[:kept], skip_special_tokens=True), params.stop)
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield text[len(sent) :]
+                    sent = text
+                if stopped or kept < len(ids):
+                    halt.set()  # the answer is decided: later tokens would be cut anyway
+            thread.join()
+            if "error" in done:
+                raise done["error"]
+            out: Generation = done["out"]
+            if out.text.startswith(sent) and len(out.text) > len(sent):
+                yield out.text[len(sent) :]
+            elif not out.text.startswith(sent):
+                log.warning("streamed text %r is not a prefix of the final text %r", sent, out.text)
+            return out
+        finally:
+            halt.set()  # a client that left stops the generation at its next step
+
+    def _cut(self, ids: list[int], stop: tuple[str, ...], max_new_tokens: int) -> tuple[str, int, str]:
+        """Decoded text up to the first stop sequence or EOS, how many tokens it used, and why it ended
+        ("length" when neither came before max_new_tokens)."""
         tok = self.tokenizer
         specials = set(tok.all_special_ids)
         kept_ids: list[int] = []
+        ended = False
         for tid in ids:
             if tid in specials:
+                ended = True
                 break
             kept_ids.append(tid)
         full = tok.decode(kept_ids, skip_special_tokens=True)
         text = truncate_at_stop(full, stop)
         if text == full:
-            return text, len(kept_ids)
+            finish = "stop" if ended or len(kept_ids) < max_new_tokens else "length"
+            return text, len(kept_ids), finish
         # Count the tokens needed to produce the kept text; generations are short.
         for n in range(1, len(kept_ids) + 1):
             if len(tok.decode(kept_ids[:n], skip_special_tokens=True)) >= len(text):
-                return text, n
-        return text, len(kept_ids)
+                return text, n, "stop"
+        return text, len(kept_ids), "stop"
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
         """Sum of the continuation's token log-probabilities after the context, batched.
@@ -233,6 +350,211 @@ class TransformersBackend(Backend):
                 results[i] = float(picked.sum())
         return results
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of raw text as a completions prompt is read: no chat template, the tokenizer's own specials."""
+        self._ensure_loaded()
+        ids: list[int] = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return ids
+
+    @property
+    def vocab_size(self) -> int:
+        self._ensure_loaded()
+        return len(self.tokenizer)
+
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the model was built for (prompt and completion together); None if unknown."""
+        self._ensure_loaded()
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    def token_text(self, ids: list[int]) -> list[str]:
+        """Each token decoded on its own, the strings OpenAI's ``logprobs.tokens`` carries."""
+        self._ensure_loaded()
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def score_tokens(self, sequences: list[list[int]], starts: list[int], top_k: int = 0) -> list[list[TokenScore]]:
+        """Log-probability of each token of ``sequences[i][starts[i]:]`` given the tokens before it, batched.
+
+        The first token of a sequence has no context and is never scored. Only the asked-for positions
+        get logits (``logits_to_keep``) and each is normalized by its logsumexp, so no full log-softmax
+        tensor is built; ``top_k`` adds the k most likely tokens at each scored position.
+        """
+        self._ensure_loaded()
+        torch = _torch()
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        results: list[list[TokenScore]] = [[] for _ in sequences]
+        firsts = [max(start, 1) for start in starts]
+        order = sorted((i for i, s in enumerate(sequences) if len(s) > firsts[i]), key=lambda i: -len(sequences[i]))
+        for begin in range(0, len(order), self.config.batch_size):
+            chunk = order[begin : begin + self.config.batch_size]
+            rows = [sequences[i] for i in chunk]
+            width = max(map(len, rows))
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(len(sequences[i]) - firsts[i] for i in chunk) + 1
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                ).logits.float()
+                for row, i in enumerate(chunk):
+                    targets = sequences[i][firsts[i] :]
+                    scored = logits[row, -len(targets) - 1 : -1]  # position t predicts token t + 1
+                    lse = scored.logsumexp(-1)
+                    index = torch.tensor(targets, device=self.device).unsqueeze(1)
+                    picked = (scored.gather(1, index)[:, 0] - lse).tolist()
+                    tops: list[list[tuple[int, float]]] = [[] for _ in targets]
+                    if top_k:
+                        values, indices = scored.topk(min(top_k, scored.shape[-1]), dim=-1)
+                        values = values - lse.unsqueeze(1)
+                        pairs = zip(indices.tolist(), values.tolist(), strict=True)
+                        tops = [list(zip(ix, vx, strict=True)) for ix, vx in pairs]
+                    results[i] = [TokenScore(t, lp, top) for t, lp, top in zip(targets, picked, tops, strict=True)]
+        return results
+
+    def log_distributions(self, sequences: list[list[int]], starts: list[int]) -> list[Any]:
+        """Log-probabilities over the whole vocabulary at the asked positions only, for pooling across models.
+
+        For sequence i, a [positions, vocab] CPU tensor whose rows are the distributions of the tokens at
+        ``max(starts[i], 1)`` up to the end, plus one row for the token after the last.
+        """
+        self._ensure_loaded()
+        torch = _torch()
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        results: list[Any] = [None] * len(sequences)
+        firsts = [max(start, 1) for start in starts]
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        for begin in range(0, len(order), self.config.batch_size):
+            chunk = order[begin : begin + self.config.batch_size]
+            rows = [sequences[i] for i in chunk]
+            width = max(map(len, rows))
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(len(sequences[i]) - min(firsts[i], len(sequences[i])) for i in chunk) + 1
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+                ).logits.float()
+                for row, i in enumerate(chunk):
+                    wanted = len(sequences[i]) - min(firsts[i], len(sequences[i])) + 1
+                    results[i] = torch.log_softmax(logits[row, -wanted:], dim=-1).cpu()
+        return results
+
+    def generate_ids(self, sequences: list[list[int]], params: DecodingParams) -> list[TokenCompletion]:
+        """Continue raw token sequences (no chat template): what ``/v1/completions`` generates.
+
+        A completion that ends on the end-of-sequence token keeps that token in ``ids`` (its text has
+        none), as vLLM reports it, so log-probabilities of what was generated cover every token drawn.
+        """
+        self._ensure_loaded()
+        torch = _torch()
+        tok = self.tokenizer
+        specials = set(tok.all_special_ids)
+        out: list[TokenCompletion] = []
+        for begin in range(0, len(sequences), self.config.batch_size):
+            rows = sequences[begin : begin + self.config.batch_size]
+            width = max(map(len, rows))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+            gen_kwargs: dict[str, Any] = {
+                "max_new_tokens": params.max_new_tokens,
+                "do_sample": False,
+                "pad_token_id": pad,
+                "temperature": None,
+                "top_p": None,
+                "top_k": None,
+            }
+            if params.temperature > 0:
+                from transformers import LogitsProcessorList
+
+                # Seeded by (seed, the prompt's ids): the same prompt draws the same sample in any batch.
+                keys = [",".join(map(str, r)) for r in rows]
+                gen_kwargs["logits_processor"] = LogitsProcessorList([RowSampler(params, keys, self.device)])
+            with torch.inference_mode():
+                result = self.model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+            for new in result[:, width:].tolist():
+                end = next((j for j, t in enumerate(new) if t in specials), None)
+                text, kept, finish = self._cut(new, params.stop, params.max_new_tokens)
+                # Cut at the end-of-sequence token itself (not at a stop string before it): keep that token.
+                out.append(TokenCompletion(new[: end + 1] if end == kept else new[:kept], text, finish))
+        return out
+
+
+class _TokenQueue:
+    """A transformers streamer that hands each step's new token ids to the thread iterating over it."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate puts the prompt's ids first
+            self._prompt_seen = True
+            return
+        self._queue.put([int(t) for t in value.reshape(-1).tolist()])
+
+    def end(self) -> None:
+        self._queue.put(None)
+
+    def __iter__(self) -> Generator[list[int], None, None]:
+        while (ids := self._queue.get()) is not None:
+            yield ids
+
+
+class _StopWhenSet:
+    """Stops generation at the next step once ``flag`` is set (the client went away, or the answer is decided)."""
+
+    def __init__(self, flag: threading.Event) -> None:
+        self.flag = flag
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        torch = _torch()
+        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass(frozen=True)
+class PooledScores:
+    """A linear pool's log-probability of each given token, and its most likely next tokens."""
+
+    scores: list[TokenScore]
+    following: list[tuple[int, float]]  # (token id, log-probability), most likely first
+
+
+def linear_pool(
+    backends: Sequence[TransformersBackend], sequences: list[list[int]], starts: list[int], top_k: int
+) -> list[PooledScores]:
+    """Each token's probability averaged over models that share one vocabulary (an opinion pool).
+
+    The mean of distributions is a distribution, so the pooled log-probabilities are normalized at
+    every position; ``top_k`` alternatives are read from the pooled distribution itself.
+    """
+    torch = _torch()
+    per_model = [b.log_distributions(sequences, starts) for b in backends]
+    widths = {d[0].shape[-1] for d in per_model if d}
+    if len(widths) > 1:
+        raise BackendError(f"the models' output vocabularies differ in size ({sorted(widths)}), so they do not pool")
+    out = []
+    for i, seq in enumerate(sequences):
+        pooled = torch.logsumexp(torch.stack([d[i] for d in per_model]), dim=0) - math.log(len(backends))
+        targets = seq[max(starts[i], 1) :]
+        k = max(top_k, 1)
+        values, indices = pooled.topk(min(k, pooled.shape[-1]), dim=-1)
+        tops = [list(zip(ix, vx, strict=True)) for ix, vx in zip(indices.tolist(), values.tolist(), strict=True)]
+        picked = pooled[torch.arange(len(targets)), torch.tensor(targets, dtype=torch.long)].tolist() if targets else []
+        scores = [
+            TokenScore(t, lp, top if top_k else [])
+            for t, lp, top in zip(targets, picked, tops[: len(targets)], strict=True)
+        ]
+        out.append(PooledScores(scores, tops[-1]))
+    return out
+
 
 class RowSampler:
     """A logits processor that samples each row from a generator of its own, seeded by (seed, prompt).
@@ -244,7 +566,7 @@ class RowSampler:
     its log-probability under the warped distribution, for the greedy step to take.
     """
 
-    def __init__(self, params: DecodingParams, prompts: list[str], device: str) -> None:
+    def __init__(self, params: DecodingParams, prompts: Sequence[Prompt], device: str) -> None:
         from transformers import LogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
 
         torch = _torch()

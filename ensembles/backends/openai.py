@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
+from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -17,10 +19,13 @@ from ensembles.backends.base import (
     DecodingParams,
     Generation,
     LoglikelihoodUnsupported,
+    Prompt,
     TransientBackendError,
     digest_json,
+    streamable,
     truncate_at_stop,
 )
+from ensembles.net import ERROR_BYTES, MAX_ANSWER_BYTES, OutboundRefused, guarded_client, post_json, snippet
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -66,6 +71,12 @@ class OpenAIBackend(Backend):
                 self._limits[key] = threading.BoundedSemaphore(self.config.max_concurrency)
             return self._limits[key]
 
+    def check(self) -> None:
+        try:
+            self.options.outbound.check_url(self.config.base_url)
+        except OutboundRefused as exc:
+            raise BackendError(f"base_url {self.config.base_url} is refused: {exc}") from None
+
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         c = self.config
         headers = {"Content-Type": "application/json"}
@@ -75,37 +86,42 @@ class OpenAIBackend(Backend):
         for attempt in range(c.max_retries + 1):
             try:
                 with self._semaphore():
-                    response = httpx.post(url, json=payload, headers=headers, timeout=c.timeout_s)
+                    # Checked again on every connection: the name may resolve elsewhere than at registration.
+                    answer = post_json(url, payload, policy=self.options.outbound, timeout=c.timeout_s, headers=headers)
+            except OutboundRefused as exc:
+                raise BackendError(f"base_url {c.base_url} is refused: {exc}") from None
             except httpx.TimeoutException:
                 problem: BackendError = TransientBackendError(f"{c.base_url} did not answer within {c.timeout_s:g}s")
             except httpx.TransportError as exc:
                 problem = TransientBackendError(f"{c.base_url} is unreachable: {type(exc).__name__}")
             else:
-                if response.status_code < 400:
+                if answer.ok:
+                    if answer.truncated:
+                        raise BackendError(f"{c.base_url} answered with more than {MAX_ANSWER_BYTES} bytes")
                     try:
-                        body = response.json()
+                        body = json.loads(answer.body)
                     except ValueError:
                         raise BackendError(f"{c.base_url} answered with something that is not JSON") from None
                     if not isinstance(body, dict):
                         raise BackendError(f"{c.base_url} answered with unexpected JSON")
                     return body
-                if response.status_code not in RETRY_STATUS:
-                    # Never echo the request (it holds the key); the server's message is enough.
-                    raise BackendError(
-                        f"{c.base_url} refused the request: HTTP {response.status_code} {response.text[:200]}"
-                    )
-                problem = TransientBackendError(f"{c.base_url} answered HTTP {response.status_code}")
+                # Never echo the request (it holds the key), nor more of the answer than a short, printable start.
+                said = f" {answer.snippet()}" if answer.body else ""
+                if answer.status not in RETRY_STATUS:
+                    moved = " (redirects are not followed: give the final URL)" if 300 <= answer.status < 400 else ""
+                    raise BackendError(f"{c.base_url} refused the request: HTTP {answer.status}{said}{moved}")
+                problem = TransientBackendError(f"{c.base_url} answered HTTP {answer.status}{said}")
             if attempt < c.max_retries:
                 # Exponential backoff with full jitter (AWS architecture blog's recommendation).
                 time.sleep(random.uniform(0, min(8.0, 0.25 * 2**attempt)))  # noqa: S311
         raise problem
 
-    def generate(self, prompts: list[str], params: DecodingParams) -> list[Generation]:
+    def generate(self, prompts: Sequence[Prompt], params: DecodingParams) -> list[Generation]:
         out = []
         for prompt in prompts:
             payload: dict[str, Any] = {
                 "model": self.config.model,
-                "messages": [{"role": "user", "content": prompt}],
+                "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
                 "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature,
                 "top_p": params.top_p,
@@ -114,11 +130,91 @@ class OpenAIBackend(Backend):
             }
             if params.stop:
                 payload["stop"] = list(params.stop)[:4]
+            if params.top_logprobs:
+                payload["top_logprobs"] = params.top_logprobs
             started = time.perf_counter()
             body = self._post("/chat/completions", payload)
             elapsed = time.perf_counter() - started
             out.append(_parse_completion(body, params, elapsed, self.config.base_url))
         return out
+
+    def stream(self, prompt: Prompt, params: DecodingParams) -> Generator[str, None, Generation]:
+        """Relay the endpoint's own stream; closing this generator closes the connection, which ends the
+        generation on servers that watch for it (vLLM does). Not retried: the client has part of the answer."""
+        c = self.config
+        payload: dict[str, Any] = {
+            "model": c.model,
+            "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "logprobs": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if params.stop:
+            payload["stop"] = list(params.stop)[:4]
+        headers = {"Content-Type": "application/json"}
+        if c.api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {c.api_key.get_secret_value()}"
+        started = time.perf_counter()
+        text, sent, finish = "", "", "stop"
+        logprobs: list[float] = []
+        usage: dict[str, Any] = {}
+        try:
+            with (
+                self._semaphore(),
+                guarded_client(self.options.outbound, timeout=c.timeout_s) as client,
+                client.stream("POST", f"{c.base_url}/chat/completions", json=payload, headers=headers) as response,
+            ):
+                if response.status_code >= 300:
+                    said = snippet(response.read()[:ERROR_BYTES])
+                    kind = TransientBackendError if response.status_code in RETRY_STATUS else BackendError
+                    raise kind(f"{c.base_url} refused the request: HTTP {response.status_code} {said}")
+                for line in response.iter_lines():
+                    data = line.removeprefix("data:").strip() if line.startswith("data:") else ""
+                    if not data:
+                        continue
+                    if data == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise BackendError(f"{c.base_url} streamed something that is not JSON") from None
+                    if not isinstance(chunk, dict) or "error" in chunk:
+                        raise BackendError(f"{c.base_url} streamed an error: {snippet(data)}")
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        text += (choice.get("delta") or {}).get("content") or ""
+                        finish = "length" if choice.get("finish_reason") == "length" else finish
+                        for token in (choice.get("logprobs") or {}).get("content") or []:
+                            if isinstance(token, dict) and isinstance(token.get("logprob"), int | float):
+                                logprobs.append(float(token["logprob"]))
+                    if len(text) > MAX_ANSWER_BYTES:
+                        raise BackendError(f"{c.base_url} streamed more than {MAX_ANSWER_BYTES} characters")
+                    # Read on past a stop: the server was sent the stops too, and its usage comes last.
+                    safe, _ = streamable(text, params.stop)
+                    if len(safe) > len(sent):
+                        yield safe[len(sent) :]
+                        sent = safe
+        except OutboundRefused as exc:
+            raise BackendError(f"base_url {c.base_url} is refused: {exc}") from None
+        except httpx.TimeoutException:
+            raise TransientBackendError(f"{c.base_url} did not answer within {c.timeout_s:g}s") from None
+        except httpx.TransportError as exc:
+            raise TransientBackendError(f"{c.base_url} is unreachable: {type(exc).__name__}") from None
+        text = truncate_at_stop(text, params.stop)
+        if len(text) > len(sent):
+            yield text[len(sent) :]
+        return Generation(
+            text=text,
+            token_logprobs=logprobs,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or len(logprobs)),
+            latency_s=time.perf_counter() - started,
+            finish_reason=finish,
+        )
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
         raise LoglikelihoodUnsupported(
@@ -136,10 +232,21 @@ def _parse_completion(body: dict[str, Any], params: DecodingParams, elapsed: flo
     except (KeyError, IndexError, TypeError):
         raise BackendError(f"{where} answered without choices[0].message.content") from None
     logprobs: list[float] = []
+    tokens: list[str] = []
+    top: list[list[tuple[str, float]]] = []
     content = (choice.get("logprobs") or {}).get("content") or []
     for token in content:
         if isinstance(token, dict) and isinstance(token.get("logprob"), int | float):
             logprobs.append(float(token["logprob"]))
+            tokens.append(str(token.get("token") or ""))
+            alternatives = token.get("top_logprobs") or []
+            top.append(
+                [
+                    (str(t.get("token") or ""), float(t["logprob"]))
+                    for t in alternatives
+                    if isinstance(t, dict) and isinstance(t.get("logprob"), int | float)
+                ]
+            )
     usage = body.get("usage") or {}
     text = truncate_at_stop(text, params.stop)
     return Generation(
@@ -148,4 +255,7 @@ def _parse_completion(body: dict[str, Any], params: DecodingParams, elapsed: flo
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or len(logprobs)),
         latency_s=elapsed,
+        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        tokens=tokens,
+        top_logprobs=top if params.top_logprobs else [],
     )

@@ -22,14 +22,13 @@ from django.apps import apps
 from django.test import Client
 from django.urls import URLResolver, get_resolver
 
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry
-from arena.registry.models import BlendMember, Entry, Materialization
+from arena.evaluations.models import State
+from arena.registry.models import Kind, Materialization, MergeState
 from arena.schedules.services import save_schedule
 from arena.search.models import BlendSearch
 from arena.teams.models import ROLE_RANK, ApiToken, Invitation, Role, Team, hash_token
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client
+from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory, UserFactory
+from tests.helpers import csrf_client, row_counts
 
 # --- Classification ------------------------------------------------------------------------
 
@@ -57,7 +56,9 @@ PAGE_ROUTES: dict[str, str | TeamRoute] = {
     "admin/": STAFF,
     "api/v1/": "ninja",
     "v1/models": TOKEN,
+    "v1/models/<path:model_id>": TOKEN,
     "v1/chat/completions": TOKEN,
+    "v1/completions": TOKEN,
     "login/": PUBLIC,
     "logout/": PUBLIC,
     "signup/": PUBLIC,
@@ -216,22 +217,18 @@ class Red:
 
 @pytest.fixture
 def red(team, owner) -> Red:
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    suite = SuiteFactory(team=team, size=4)
     endpoint = {"base_url": "http://127.0.0.1:9/v1"}
-    a = Entry.objects.create(team=team, name="red-model-a", kind="openai", config={**endpoint, "model": "a"})
-    b = Entry.objects.create(team=team, name="red-model-b", kind="openai", config={**endpoint, "model": "b"})
-    blend = Entry.objects.create(team=team, name="red-blend", kind="blend", strategy="majority_vote")
-    BlendMember.objects.create(blend=blend, member=a, position=0)
-    BlendMember.objects.create(blend=blend, member=b, position=1)
+    a = EntryFactory(team=team, name="red-model-a", kind=Kind.OPENAI, config={**endpoint, "model": "a"})
+    b = EntryFactory(team=team, name="red-model-b", kind=Kind.OPENAI, config={**endpoint, "model": "b"})
+    blend = BlendFactory(team=team, name="red-blend", members=[a, b])
     recipe = {"method": "linear", "members": [{"entry": a.name}, {"entry": b.name}]}
-    merge = Entry.objects.create(team=team, name="red-merge", kind="merge", config=recipe)
-    Materialization.objects.create(entry=merge, state="failed", reason="a failed merge can be started again")
+    merge = EntryFactory(team=team, name="red-merge", kind=Kind.MERGE, config=recipe)
+    Materialization.objects.create(entry=merge, state=MergeState.FAILED, reason="a failed merge can be started again")
     # With dev, as a run of a learned blend has it: a blend search reads dev only.
-    run = Run.objects.create(team=team, suite=suite, splits=["dev", "test"], state="done")
-    for e in (a, b, blend):
-        RunEntry.objects.create(
-            run=run, entry=e, state="done", total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2
-        )
+    run = RunFactory(suite=suite, splits=["dev", "test"])
+    for entry in (a, b, blend):
+        RunEntryFactory(run=run, entry=entry, total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2)
     item = suite.items.filter(split="test").first()
     raw_invite = "red-invitation-secret"
     Invitation.objects.create(
@@ -239,7 +236,7 @@ def red(team, owner) -> Red:
     )
     ApiToken.issue(team, "red-ci")
     schedule = save_schedule(team, name="red-nightly", suite=suite.name, entries=[a.name, blend.name], user=owner)
-    search = BlendSearch.objects.create(team=team, run=run, members=[a.name, b.name], state="done")
+    search = BlendSearch.objects.create(team=team, run=run, members=[a.name, b.name], state=State.DONE)
     return Red(
         team,
         {
@@ -274,14 +271,6 @@ def fill(route: str, values: dict) -> str:
 
 def shows_red(response) -> bool:
     return any(marker.encode() in response.content for marker in RED_MARKERS)
-
-
-def row_counts() -> dict[str, int]:
-    """How many rows each of the arena's tables (and the schedules beat reads) holds."""
-    models = [
-        m for m in apps.get_models() if m.__module__.startswith("arena.") or m._meta.app_label == "django_celery_beat"
-    ]
-    return {m._meta.label: m.objects.count() for m in models}
 
 
 def client_for(user) -> Client:
@@ -360,7 +349,7 @@ def test_signed_in_pages_send_anonymous_visitors_to_log_in_and_show_outsiders_no
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("route", sorted(r for r, kind in PAGE_ROUTES.items() if kind == STAFF))
-def test_staff_pages_are_closed_to_everyone_else(request, red, route, django_user_model):
+def test_staff_pages_are_closed_to_everyone_else(request, red, route):
     url = fill(route, red.values)
     for persona in (None, "owner", "outsider"):
         user = request.getfixturevalue(persona) if persona else None
@@ -369,7 +358,7 @@ def test_staff_pages_are_closed_to_everyone_else(request, red, route, django_use
         assert response.status_code == 404 or (
             response.status_code == 302 and response["Location"].startswith("/admin/login/")
         ), f"{persona} GET {url}: {response.status_code}"
-    staff = django_user_model.objects.create_user("stella", is_staff=True, is_superuser=True)
+    staff = UserFactory(username="stella", is_staff=True, is_superuser=True)
     assert client_for(staff).get(url).status_code == 200
 
 
@@ -466,6 +455,10 @@ def test_the_openai_compatible_endpoint_keeps_each_team_to_its_own_models(client
     body = json.dumps({"model": "red-model-a", "messages": [{"role": "user", "content": "hi"}]})
     assert client.post("/v1/chat/completions", body, content_type="application/json").status_code == 401
     assert client.post("/v1/chat/completions", body, content_type="application/json", **auth).status_code == 404
+    assert client.get("/v1/models/red-model-a", **auth).status_code == 404
+    assert client.get("/v1/models/red-model-a").status_code == 401
+    prompt = json.dumps({"model": "red-model-a", "prompt": "hi", "max_tokens": 1})
+    assert client.post("/v1/completions", prompt, content_type="application/json", **auth).status_code == 404
 
 
 # --- Websockets ----------------------------------------------------------------------------

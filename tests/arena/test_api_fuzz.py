@@ -14,29 +14,23 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry
-from arena.registry.models import BlendMember, Entry
+from arena.registry.models import Kind
 from arena.teams.models import ApiToken, Role
-from ensembles.suites import get_builtin
+from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def member_token(team) -> str:
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    suite = SuiteFactory(team=team, size=4)
     endpoint = {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 1}
-    a = Entry.objects.create(team=team, name="a", kind="openai", config={**endpoint, "model": "a"})
-    b = Entry.objects.create(team=team, name="b", kind="openai", config={**endpoint, "model": "b"})
-    vote = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
-    BlendMember.objects.create(blend=vote, member=a, position=0)
-    BlendMember.objects.create(blend=vote, member=b, position=1)
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], state="done")
-    for e in (a, b, vote):
-        RunEntry.objects.create(
-            run=run, entry=e, state="done", total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2
-        )
+    a = EntryFactory(team=team, name="a", kind=Kind.OPENAI, config={**endpoint, "model": "a"})
+    b = EntryFactory(team=team, name="b", kind=Kind.OPENAI, config={**endpoint, "model": "b"})
+    vote = BlendFactory(team=team, name="vote", members=[a, b])
+    run = RunFactory(suite=suite)
+    for entry in (a, b, vote):
+        RunEntryFactory(run=run, entry=entry, total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2)
     return ApiToken.issue(team, "fuzz", role=Role.MEMBER)[1]
 
 

@@ -14,16 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from arena.benchmarks.models import Suite, SuiteItem
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run, RunEntry, State
 from arena.evaluations.services import create_run
-from arena.registry.models import Entry
+from arena.registry.models import Entry, Kind
 from arena.registry.services import register_model
 from arena.teams.models import ApiToken, Team
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form, wait_for
-from tests.arena.test_access_sweep import row_counts
-from tests.arena.test_suite_upload import ITEMS, MANIFEST
+from tests.arena.helpers import ITEMS, MANIFEST
+from tests.factories import EntryFactory, SuiteFactory
+from tests.helpers import csrf_client, post_form, row_counts, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -142,16 +140,18 @@ def test_deeply_nested_json_in_a_page_field_or_a_chat_request_is_a_clear_error(o
 # --- Oversized bodies ------------------------------------------------------------------------
 
 
-def test_bodies_over_the_limit_are_refused_with_400(owner, team, client, settings):
+def test_bodies_over_the_limit_are_refused_with_413_in_each_parts_error_shape(owner, team, client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
     token = ApiToken.issue(team, "t")[1]
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     big = json.dumps({"format": "suite", "files": {"manifest": MANIFEST, "items": ITEMS + " " * 20_000}})
-    assert client.post("/api/v1/suites", big, content_type="application/json", **auth).status_code == 400
+    api = client.post("/api/v1/suites", big, content_type="application/json", **auth)
+    assert api.status_code == 413 and "10,000 bytes" in api.json()["detail"]
     chat = json.dumps({"model": "x", "messages": [{"role": "user", "content": "x" * 20_000}]})
-    assert client.post("/v1/chat/completions", chat, content_type="application/json", **auth).status_code == 400
+    openai = client.post("/v1/chat/completions", chat, content_type="application/json", **auth)
+    assert openai.status_code == 413 and openai.json()["error"]["type"] == "invalid_request_error"
     response = post_form(csrf_client(owner), f"/t/{team.slug}/entries/", {"name": "x", "config": "x" * 20_000})
-    assert response.status_code == 400
+    assert response.status_code == 413 and b"larger than this arena accepts" in response.content
     assert not Suite.objects.exists() and not Entry.objects.exists()
 
 
@@ -213,8 +213,8 @@ def test_bodies_over_the_limit_are_refused_with_400(owner, team, client, setting
 )
 def test_values_out_of_range_are_a_422_that_stores_nothing(api, team, method, path, body):
     for name in ("a", "b"):
-        Entry.objects.create(team=team, name=name, kind="openai", config={"base_url": "http://h/v1", "model": name})
-    import_suite(team, get_builtin("arithmetic", size=4))
+        EntryFactory(team=team, name=name, kind=Kind.OPENAI, config={"base_url": "http://h/v1", "model": name})
+    SuiteFactory(team=team, size=4)
     before = row_counts()
     response = api(method, path, body)
     assert response.status_code == 422, response.content[:300]
@@ -224,8 +224,31 @@ def test_values_out_of_range_are_a_422_that_stores_nothing(api, team, method, pa
 
 def test_a_value_the_database_cannot_hold_is_a_400_on_a_page_and_nothing_is_stored(owner, team):
     response = post_form(csrf_client(owner), "/teams/new/", {"name": "nul\x00team"})
-    assert response.status_code == 400 and b"cannot be stored" in response.content
+    assert response.status_code == 400 and b"name: must not contain NUL characters" in response.content
     assert Team.objects.count() == 2  # red and blue
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "1e3", "-4", "4.0"])
+def test_numbers_that_are_not_whole_are_refused_by_every_field_that_reads_one(owner, team, token, client, number):
+    # "\u00b2" (superscript two) passed str.isdigit() and then failed int(): a 500 in each of these.
+    page = csrf_client(owner)
+    response = post_form(page, f"/t/{team.slug}/suites/builtin/", {"name": "arithmetic", "size": number})
+    assert response.status_code == 302
+    assert "size must be a whole number" in page.get(response["Location"]).content.decode()
+    for url, data in (
+        (f"/t/{team.slug}/runs/", {"suite": number, "entries": [number], "judge": number}),
+        (f"/t/{team.slug}/suites/upload/", {"format": "csv", "seed": number}),
+    ):
+        assert post_form(page, url, data).status_code in (302, 400), url
+    assert page.get(f"/t/{team.slug}/compare/", {"a": number, "b": "1"}).status_code == 400
+    run = client.post(
+        "/api/v1/runs",
+        json.dumps({"suite": number, "entries": ["x"]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert run.status_code in (404, 422)
+    assert not Suite.objects.exists() and not Run.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -416,7 +439,7 @@ def test_in_a_run_endpoints_that_hang_or_answer_garbage_fail_their_entry_after_b
         )
         for mode in ("hang", "html", "no-choices")
     ]
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    suite = SuiteFactory(team=team, size=4)
     run = create_run(team, suite, entries, user=owner)
     wait_for(
         lambda: Run.objects.filter(pk=run.pk, state__in=[State.DONE, State.FAILED]).exists(),
@@ -437,13 +460,13 @@ def test_in_a_run_endpoints_that_hang_or_answer_garbage_fail_their_entry_after_b
 
 def test_a_run_cannot_be_started_on_another_teams_suite_entries_or_judge(teammate, team):
     blue = Team.objects.get(slug="blue")
-    blue_suite = import_suite(blue, get_builtin("arithmetic", size=4))
-    blue_entry = Entry.objects.create(
-        team=blue, name="blue-model", kind="openai", config={"base_url": "http://h/v1", "model": "b"}
+    blue_suite = SuiteFactory(team=blue, size=4)
+    blue_entry = EntryFactory(
+        team=blue, name="blue-model", kind=Kind.OPENAI, config={"base_url": "http://h/v1", "model": "b"}
     )
-    red_suite = import_suite(team, get_builtin("arithmetic", size=4))
-    red_entry = Entry.objects.create(
-        team=team, name="red-model", kind="openai", config={"base_url": "http://h/v1", "model": "r"}
+    red_suite = SuiteFactory(team=team, size=4)
+    red_entry = EntryFactory(
+        team=team, name="red-model", kind=Kind.OPENAI, config={"base_url": "http://h/v1", "model": "r"}
     )
     client = csrf_client(teammate)
     url = f"/t/{team.slug}/runs/"

@@ -8,8 +8,7 @@ import math
 import plotly.graph_objects as go
 import pytest
 
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.models import EntryState, Generation, Run, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.models import Entry
 from arena.registry.services import register_model
@@ -20,8 +19,8 @@ from arena.teams.models import ApiToken, Role, Team
 from ensembles.search import verdict
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
+from tests.helpers import csrf_client, finished, post_form, wait_for
 
 # --- A finished run built by hand (no worker) ----------------------------------------------------
 
@@ -30,17 +29,14 @@ RIGHT = {"a": lambda i: i % 10 < 7, "b": lambda i: i % 10 in (0, 3, 5, 7, 9), "c
 COST = {"a": (1, 90, 2.0), "b": (1, 60, 1.0), "c": (1, 30, 0.25)}
 
 
-def hand_run(team, *, splits=("dev", "test"), state="done") -> tuple[Run, dict[str, Entry]]:
-    suite = import_suite(team, get_builtin("arithmetic", size=40))
-    lib = {it.id: it for it in get_builtin("arithmetic", size=40).items}
-    entries = {
-        name: Entry.objects.create(team=team, name=name, kind="gguf", config={"path": f"/m/{name}.gguf"})
-        for name in RIGHT
-    }
-    run = Run.objects.create(team=team, suite=suite, splits=list(splits), state=state)
+def hand_run(team, *, splits=("dev", "test"), state=State.DONE) -> tuple[Run, dict[str, Entry]]:
+    suite = SuiteFactory(team=team, size=40)
+    lib = {item.id: item for item in get_builtin("arithmetic", size=40).items}
+    entries = {name: EntryFactory(team=team, name=name) for name in RIGHT}
+    run = RunFactory(suite=suite, splits=list(splits), state=state)
     rows = list(suite.items.filter(split__in=splits).order_by("position"))
     for name, entry in entries.items():
-        RunEntry.objects.create(run=run, entry=entry, state="done" if state == "done" else "running")
+        RunEntryFactory(run=run, entry=entry, state=EntryState.DONE if state == State.DONE else EntryState.RUNNING)
         calls, tokens, seconds = COST[name]
         Score.objects.bulk_create(
             Score(
@@ -190,11 +186,11 @@ def test_bad_search_input_answers_422_naming_the_field_and_stores_nothing(api, t
 
 @pytest.mark.django_db
 def test_a_run_that_has_not_finished_or_has_no_dev_split_cannot_be_searched(api, team):
-    running, _ = hand_run(team, state="running")
+    running, _ = hand_run(team, state=State.RUNNING)
     response = api("post", f"/runs/{running.pk}/searches", {"members": ["a", "b"]})
     assert response.status_code == 422 and "running" in response.json()["detail"]["run"][0]
-    Run.objects.filter(pk=running.pk).update(state="done", splits=["test"])
-    RunEntry.objects.filter(run=running).update(state="done")
+    Run.objects.filter(pk=running.pk).update(state=State.DONE, splits=["test"])
+    RunEntry.objects.filter(run=running).update(state=EntryState.DONE)
     response = api("post", f"/runs/{running.pk}/searches", {"members": ["a", "b"]})
     assert response.status_code == 422 and "no dev split" in response.json()["detail"]["run"][0]
     assert not BlendSearch.objects.exists()
@@ -256,15 +252,10 @@ def mc_suite() -> LibSuite:
     return LibSuite(base.manifest.model_copy(update={"scoring": "loglikelihood_norm", "name": "mc-search"}), base.items)
 
 
-def finished_run(pk: int):
-    run = Run.objects.get(pk=pk)
-    return run if run.state in (State.DONE, State.FAILED) else None
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_no_new_call(
-    worker, team, owner, api, tiny_llama_dir, settings, tmp_path
+    worker, team, owner, api, tiny_variant, settings, tmp_path
 ):
     root = tmp_path / "models"
     root.mkdir()
@@ -274,13 +265,13 @@ def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_n
             team,
             name=f"tiny-{seed}",
             kind="hf",
-            config={"path": str(make_tiny_variant(tiny_llama_dir, root / f"tiny-{seed}", seed=seed))},
+            config={"path": str(tiny_variant(root / f"tiny-{seed}", seed=seed))},
         )
         for seed in (1, 2, 3)
     ]
-    suite = import_suite(team, mc_suite())
+    suite = SuiteFactory(team=team, library=mc_suite())
     first = create_run(team, suite, members, splits=["dev", "test"], user=owner)
-    run = wait_for(lambda: finished_run(first.pk), timeout=180, what="the members' run")
+    run = wait_for(lambda: finished(first.pk), timeout=180, what="the members' run")
     assert run.state == State.DONE, run.error
 
     names = [m.name for m in members]
@@ -313,7 +304,7 @@ def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_n
     assert [m.name for m in blend.ordered_members()] == best["members"]
     second = Run.objects.exclude(pk=run.pk).get()
     assert response["Location"] == f"/t/red/runs/{second.pk}/"
-    second = wait_for(lambda: finished_run(second.pk), timeout=180, what="the found blend's run")
+    second = wait_for(lambda: finished(second.pk), timeout=180, what="the found blend's run")
     assert second.state == State.DONE, second.error
     found = RunEntry.objects.get(run=second, entry=blend)
     assert found.state == State.DONE and found.n == suite.items.filter(split="test").count()

@@ -10,53 +10,40 @@ from urllib.parse import urlencode
 import plotly.graph_objects as go
 import pytest
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations import queries as run_queries
 from arena.evaluations.events import changed
-from arena.evaluations.models import Run, RunEntry, Score
+from arena.evaluations.models import EntryState, Run, RunEntry, Score
 from arena.leaderboard import charts
-from arena.registry.models import BlendMember, Entry
-from arena.teams.models import Membership, Role, Team
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client
+from arena.registry.models import Kind
+from arena.teams.models import Role, Team
+from tests.factories import BlendFactory, EntryFactory, MembershipFactory, RunEntryFactory, RunFactory, SuiteFactory
+from tests.helpers import csrf_client
 
 pytestmark = pytest.mark.django_db
 
 
-def make_entry(team, name: str, kind: str = "gguf", members=(), strategy: str = "majority_vote") -> Entry:
-    if members:
-        blend = Entry.objects.create(team=team, name=name, kind="blend", strategy=strategy)
-        for i, m in enumerate(members):
-            BlendMember.objects.create(blend=blend, member=m, position=i)
-        return blend
-    return Entry.objects.create(team=team, name=name, kind=kind, config={"path": f"/m/{name}.gguf"})
-
-
 def make_run(team, suite, results: dict, *, split: str = "test", cost: dict | None = None) -> Run:
     """A finished run: ``results`` maps an entry to its per-item (prediction, value) on the suite's ``split``."""
-    run = Run.objects.create(
-        team=team, suite=suite, splits=[split], state="done", provenance={"git_revision": "abc1234"}
-    )
+    run = RunFactory(team=team, suite=suite, splits=[split], provenance={"git_revision": "abc1234"})
     items = list(suite.items.filter(split=split).order_by("position"))
     for entry, answers in results.items():
         values = [v for _, v in answers]
         mean = sum(values) / len(values)
-        c = (cost or {}).get(entry.name, {})
-        RunEntry.objects.create(
+        costs = (cost or {}).get(entry.name, {})
+        RunEntryFactory(
             run=run,
             entry=entry,
-            state="done",
             total_items=len(items),
             done_items=len(items),
             score=mean,
             ci_low=max(0.0, mean - 0.2),
             ci_high=min(1.0, mean + 0.2),
             n=len(items),
-            member_calls=c.get("calls", len(items)),
-            tokens=c.get("tokens", 10 * len(items)),
-            compute_s=c.get("compute_s", 1.0 * len(items)),
-            latency_p50=c.get("latency", 0.5),
-            latency_p95=c.get("latency", 0.5) * 2,
+            member_calls=costs.get("calls", len(items)),
+            tokens=costs.get("tokens", 10 * len(items)),
+            compute_s=costs.get("compute_s", 1.0 * len(items)),
+            latency_p50=costs.get("latency", 0.5),
+            latency_p95=costs.get("latency", 0.5) * 2,
             fingerprint=f"fp-{entry.name}",
         )
         for item, (prediction, value) in zip(items, answers, strict=True):
@@ -66,14 +53,18 @@ def make_run(team, suite, results: dict, *, split: str = "test", cost: dict | No
 
 @pytest.fixture
 def suite(team):
-    return import_suite(team, get_builtin("arithmetic", size=8))  # 4 dev + 4 test items
+    return SuiteFactory(team=team, size=8)  # 4 dev + 4 test items
 
 
 @pytest.fixture
 def board(team, suite):
     """Three singles and a vote on arithmetic, with costs that put two of them on the Pareto frontier."""
-    a, b, c = make_entry(team, "a"), make_entry(team, "b", kind="hf"), make_entry(team, "c")
-    vote = make_entry(team, "vote", members=[a, b, c])
+    a, b, c = (
+        EntryFactory(team=team, name="a"),
+        EntryFactory(team=team, name="b", kind=Kind.HF),
+        EntryFactory(team=team, name="c"),
+    )
+    vote = BlendFactory(team=team, name="vote", members=[a, b, c])
     run = make_run(
         team,
         suite,
@@ -138,8 +129,8 @@ def test_sorting_orders_rows_and_keeps_empty_values_last(owner, team, board, sui
 
 def test_rows_show_members_as_chips_a_short_evaluated_time_and_no_rank_before_a_score(owner, team, board, suite):
     run, _ = board
-    waiting = make_entry(team, "waiting")
-    RunEntry.objects.create(run=run, entry=waiting, state="running", total_items=4, done_items=1)
+    waiting = EntryFactory(team=team, name="waiting")
+    RunEntryFactory(run=run, entry=waiting, state=EntryState.RUNNING, total_items=4, done_items=1)
     RunEntry.objects.filter(run=run, entry__name="a").update(finished_at=datetime(2026, 11, 23, 2, 21, 7, tzinfo=UTC))
     page = csrf_client(owner).get(board_url(team, suite)).content.decode()
     assert '<span class="chip">a</span> <span class="chip">b</span> <span class="chip">c</span>' in page
@@ -151,8 +142,8 @@ def test_rows_show_members_as_chips_a_short_evaluated_time_and_no_rank_before_a_
 
 def test_names_are_escaped_in_the_rows_the_server_renders(owner, team, board, suite):
     run, _ = board
-    hostile = make_entry(team, '<img src=x onerror="alert(1)">')
-    RunEntry.objects.create(run=run, entry=hostile, state="running", total_items=4, done_items=1)
+    hostile = EntryFactory(team=team, name='<img src=x onerror="alert(1)">')
+    RunEntryFactory(run=run, entry=hostile, state=EntryState.RUNNING, total_items=4, done_items=1)
     page = csrf_client(owner).get(board_url(team, suite)).content.decode()
     assert "<img src=x" not in page
     assert 'data-entry="&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"' in page
@@ -184,10 +175,10 @@ def test_csv_and_json_exports_hold_exactly_the_rows_shown_in_the_same_order(owne
 
 
 def test_the_version_filter_shows_each_entry_s_latest_result_on_that_version(owner, team, board, suite):
-    _, e = board
-    newer = import_suite(team, get_builtin("arithmetic", size=10))  # other content: stored as a new version
+    _, entries = board
+    newer = SuiteFactory(team=team, size=10)  # other content: stored as a new version
     assert newer.version != suite.version
-    make_run(team, newer, {e["a"]: [("0", 0.0)] * 5})
+    make_run(team, newer, {entries["a"]: [("0", 0.0)] * 5})
     client = csrf_client(owner)
     latest = {r["entry"]: r for r in client.get(board_url(team, suite, "format=json")).json()["rows"]}
     assert latest["a"]["suite_version"] == newer.version and latest["a"]["score"] == 0.0
@@ -208,8 +199,8 @@ def test_the_version_filter_shows_each_entry_s_latest_result_on_that_version(own
 
 def test_the_team_filter_switches_between_the_boards_of_the_user_s_teams_only(owner, teammate, team, board, suite):
     blue = Team.objects.get(slug="blue")
-    import_suite(blue, get_builtin("arithmetic", size=8))
-    Membership.objects.create(team=blue, user=owner, role=Role.VIEWER)
+    SuiteFactory(team=blue, size=8)
+    MembershipFactory(team=blue, user=owner, role=Role.VIEWER)
     links = csrf_client(owner).get(board_url(team, suite)).context["team_links"]
     assert [(link["label"], link["href"], link["on"]) for link in links] == [
         ("Blue team", "/t/blue/leaderboard/arithmetic/", False),
@@ -261,8 +252,8 @@ def test_the_leaderboard_with_its_chart_keeps_a_constant_query_count(owner, team
     with CaptureQueriesContext(connection) as few:
         client.get(board_url(team, suite, "sort=compute"))
     for i in range(25):
-        e = make_entry(team, f"extra-{i}")
-        RunEntry.objects.create(run=run, entry=e, state="done", score=0.3, ci_low=0.1, ci_high=0.5, n=4, compute_s=i)
+        entry = EntryFactory(team=team, name=f"extra-{i}")
+        RunEntryFactory(run=run, entry=entry, score=0.3, ci_low=0.1, ci_high=0.5, n=4, compute_s=i)
     with CaptureQueriesContext(connection) as many:
         response = client.get(board_url(team, suite, "sort=compute"))
     assert len(response.context["board"]["rows"]) == 29
@@ -273,9 +264,9 @@ def test_the_leaderboard_with_its_chart_keeps_a_constant_query_count(owner, team
 
 
 def test_the_all_suites_page_ranks_by_mean_win_rate_and_draws_the_heat_map(owner, team, board, suite):
-    _, e = board
-    dates = import_suite(team, get_builtin("date_reasoning", size=4))
-    make_run(team, dates, {e["c"]: [("1", 1.0), ("2", 1.0)], e["a"]: [("1", 1.0), ("x", 0.0)]})
+    _, entries = board
+    dates = SuiteFactory(team=team, builtin="date_reasoning", size=4)
+    make_run(team, dates, {entries["c"]: [("1", 1.0), ("2", 1.0)], entries["a"]: [("1", 1.0), ("x", 0.0)]})
     client = csrf_client(owner)
     data = client.get(f"/t/{team.slug}/leaderboard/?format=json").json()
     assert data["suites"] == ["arithmetic", "date_reasoning"]
@@ -305,9 +296,9 @@ def compare_url(team, **params) -> str:
 
 
 def test_compare_on_a_run_lists_the_items_where_the_two_differ(owner, team, board):
-    run, e = board
+    run, entries = board
     client = csrf_client(owner)
-    page = client.get(compare_url(team, a=e["vote"].pk, b=e["a"].pk, run=run.pk))
+    page = client.get(compare_url(team, a=entries["vote"].pk, b=entries["a"].pk, run=run.pk))
     assert page.status_code == 200
     result = page.context["result"]
     s = result["summary"]
@@ -317,23 +308,27 @@ def test_compare_on_a_run_lists_the_items_where_the_two_differ(owner, team, boar
     assert [(r["a_prediction"], r["b_prediction"]) for r in result["rows"]] == [("x", "2"), ("3", "3"), ("4", "4")]
     body = page.content.decode()
     assert f"/t/{team.slug}/runs/{run.pk}/items/{result['rows'][0]['a_item_id']}/" in body
-    every = client.get(compare_url(team, a=e["vote"].pk, b=e["a"].pk, run=run.pk, show="all")).context["result"]
+    every = client.get(compare_url(team, a=entries["vote"].pk, b=entries["a"].pk, run=run.pk, show="all")).context[
+        "result"
+    ]
     assert len(every["rows"]) == 4
-    answers = client.get(compare_url(team, a=e["b"].pk, b=e["c"].pk, run=run.pk, show="answers")).context["result"]
+    answers = client.get(compare_url(team, a=entries["b"].pk, b=entries["c"].pk, run=run.pk, show="answers")).context[
+        "result"
+    ]
     assert len(answers["rows"]) == 3  # both answered "x" on the second item: the same answer, both wrong
 
 
 def test_compare_without_a_run_uses_the_latest_run_both_finished(owner, team, board):
-    run, e = board
-    page = csrf_client(owner).get(compare_url(team, a=e["a"].pk, b=e["b"].pk))
+    run, entries = board
+    page = csrf_client(owner).get(compare_url(team, a=entries["a"].pk, b=entries["b"].pk))
     assert page.status_code == 200 and page.context["ra"].run_id == run.pk
 
 
 def test_compare_across_suite_versions_pairs_items_by_their_key(owner, team, board, suite):
-    _, e = board
-    newer = import_suite(team, get_builtin("arithmetic", size=10))
-    make_run(team, newer, {e["b"]: [("0", 0.0)] * 5})
-    page = csrf_client(owner).get(compare_url(team, a=e["a"].pk, b=e["b"].pk, suite="arithmetic"))
+    _, entries = board
+    newer = SuiteFactory(team=team, size=10)
+    make_run(team, newer, {entries["b"]: [("0", 0.0)] * 5})
+    page = csrf_client(owner).get(compare_url(team, a=entries["a"].pk, b=entries["b"].pk, suite="arithmetic"))
     assert page.status_code == 200
     result = page.context["result"]
     assert not result["same_suite"]
@@ -345,41 +340,49 @@ def test_compare_across_suite_versions_pairs_items_by_their_key(owner, team, boa
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        (lambda e, run: {"a": "x", "b": e["b"].pk}, "a: not an id"),
-        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "run": "7a"}, "run: not an id"),
-        (lambda e, run: {"a": e["a"].pk}, "choose two entries"),
-        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "show": "nonsense"}, "show: one of"),
-        (lambda e, run: {"a": e["a"].pk, "b": e["a"].pk}, "two different entries"),
-        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "run": run.pk}, "has no finished result of b"),
-        (lambda e, run: {"a": e["a"].pk, "b": e["b"].pk, "suite": "nosuch"}, "never finished a run on nosuch"),
+        (lambda entries, run: {"a": "x", "b": entries["b"].pk}, "a: not an id"),
+        (lambda entries, run: {"a": entries["a"].pk, "b": entries["b"].pk, "run": "7a"}, "run: not an id"),
+        (lambda entries, run: {"a": entries["a"].pk}, "choose two entries"),
+        (lambda entries, run: {"a": entries["a"].pk, "b": entries["b"].pk, "show": "nonsense"}, "show: one of"),
+        (lambda entries, run: {"a": entries["a"].pk, "b": entries["a"].pk}, "two different entries"),
+        (
+            lambda entries, run: {"a": entries["a"].pk, "b": entries["b"].pk, "run": run.pk},
+            "has no finished result of b",
+        ),
+        (
+            lambda entries, run: {"a": entries["a"].pk, "b": entries["b"].pk, "suite": "nosuch"},
+            "never finished a run on nosuch",
+        ),
     ],
 )
 def test_bad_compare_requests_are_a_400_with_the_reason(owner, team, board, query, message):
-    first, e = board
-    only_a = make_run(team, first.suite, {e["a"]: [("1", 1.0)] * 4})
-    response = csrf_client(owner).get(compare_url(team, **query(e, only_a)))
+    first, entries = board
+    only_a = make_run(team, first.suite, {entries["a"]: [("1", 1.0)] * 4})
+    response = csrf_client(owner).get(compare_url(team, **query(entries, only_a)))
     assert response.status_code == 400
     assert message in response.content.decode()
 
 
 def test_compare_answers_404_for_another_team_s_entries_and_runs(owner, outsider, team, board):
-    run, e = board
-    blue_entry = make_entry(Team.objects.get(slug="blue"), "blue-a")
+    run, entries = board
+    blue_entry = EntryFactory(team=Team.objects.get(slug="blue"), name="blue-a")
     owner_client = csrf_client(owner)
-    assert owner_client.get(compare_url(team, a=e["a"].pk, b=blue_entry.pk)).status_code == 404
-    assert owner_client.get(compare_url(team, a=e["a"].pk, b=e["b"].pk, run=run.pk + 1000)).status_code == 404
-    assert csrf_client(outsider).get(compare_url(team, a=e["a"].pk, b=e["b"].pk)).status_code == 404
+    assert owner_client.get(compare_url(team, a=entries["a"].pk, b=blue_entry.pk)).status_code == 404
+    assert (
+        owner_client.get(compare_url(team, a=entries["a"].pk, b=entries["b"].pk, run=run.pk + 1000)).status_code == 404
+    )
+    assert csrf_client(outsider).get(compare_url(team, a=entries["a"].pk, b=entries["b"].pk)).status_code == 404
 
 
 # --- The entry page ----------------------------------------------------------------------------
 
 
 def test_the_entry_page_marks_a_regression_in_its_history_and_chart(owner, team, board, suite):
-    run, e = board
-    worse = make_run(team, suite, {e["vote"]: [("0", 0.0)] * 4})
+    run, entries = board
+    worse = make_run(team, suite, {entries["vote"]: [("0", 0.0)] * 4})
     worse.created_at = run.created_at.replace(year=run.created_at.year + 1)
     worse.save(update_fields=["created_at"])
-    page = csrf_client(owner).get(f"/t/{team.slug}/entries/{e['vote'].pk}/")
+    page = csrf_client(owner).get(f"/t/{team.slug}/entries/{entries['vote'].pk}/")
     assert page.status_code == 200
     history = {h["re"].run_id: h["check"] for h in page.context["history"]}
     assert history[worse.pk]["regressed"] and history[worse.pk]["previous_run_id"] == run.pk
@@ -397,10 +400,10 @@ def test_the_entry_page_marks_a_regression_in_its_history_and_chart(owner, team,
 
 
 def test_the_entry_page_shows_provenance_and_the_strategy_with_its_defaults(owner, team, board):
-    run, e = board
+    run, entries = board
     run.provenance = {"git_revision": "abc1234", "python": "3.11.9", "packages": {"torch": "2.13.0"}}
     run.save(update_fields=["provenance"])
-    body = csrf_client(owner).get(f"/t/{team.slug}/entries/{e['vote'].pk}/").content.decode()
+    body = csrf_client(owner).get(f"/t/{team.slug}/entries/{entries['vote'].pk}/").content.decode()
     assert '<code id="git-revision">abc1234</code>' in body and "2.13.0" in body and "fp-vote" in body
     assert "Majority vote" in body and "tie_break" in body  # the default parameter, spelled out
 
@@ -420,8 +423,8 @@ def test_the_run_page_draws_the_members_error_correlation_and_kappa(owner, team,
 
 
 def test_the_selection_curve_replays_the_vote_over_the_first_k_picks(owner, team, suite):
-    a, b, c = make_entry(team, "a"), make_entry(team, "b"), make_entry(team, "c")
-    mi = make_entry(team, "mi", members=[a, b, c], strategy="mi_selection")
+    a, b, c = EntryFactory(team=team, name="a"), EntryFactory(team=team, name="b"), EntryFactory(team=team, name="c")
+    mi = BlendFactory(team=team, name="mi", members=[a, b, c], strategy="mi_selection")
     run = make_run(
         team,
         suite,

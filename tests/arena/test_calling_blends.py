@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.cache import generation_key
 from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.pipeline.generate import decoding_for
@@ -14,20 +13,19 @@ from arena.registry.backends import backend_for
 from arena.registry.models import Entry
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import Team
-from ensembles.suites import get_builtin
-from tests.arena.conftest import finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import finished, wait_for
 
 SUITE_SIZE = 16  # 8 dev + 8 test; runs report the 8 test items
 TEST_ITEMS = SUITE_SIZE // 2
 
 
 @pytest.fixture
-def models_root(tiny_llama_dir, settings, tmp_path):
+def models_root(tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     for seed, name in enumerate(("tiny-a", "tiny-b", "tiny-fuser"), start=1):
-        make_tiny_variant(tiny_llama_dir, root / name, seed=seed)
+        tiny_variant(root / name, seed=seed)
     settings.ARENA_MODEL_ROOTS = [root]
     return root
 
@@ -113,7 +111,7 @@ def test_a_pipeline_step_or_start_that_is_unknown_is_a_422(api, models):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_gen_fuser_blend_costs_its_fusers_calls_and_a_second_combine_makes_none(worker, team, owner, models):
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     blend = register_blend(
         team, name="fused", strategy="gen_fuser", params={"fuser": "tiny-fuser"}, members=["tiny-a", "tiny-b"]
     )
@@ -169,7 +167,7 @@ def test_a_pipeline_whose_step_cannot_load_fails_the_blend_with_the_reason(worke
     # The step's weights vanish after registration.
     for weights in (models_root / "tiny-fuser").glob("*.safetensors"):
         weights.unlink()
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     run = create_run(team, suite, [models["tiny-a"], models["tiny-b"], blend], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -13,8 +14,10 @@ import urllib.request
 
 import psutil
 import pytest
+from django.conf import settings
 
-from tests.arena.conftest import ROOT, wait_for
+from arena.core.states import TERMINAL, State
+from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +42,8 @@ def free_port() -> int:
 def test_up_runs_the_demo_to_a_leaderboard_and_one_ctrl_c_stops_everything(tmp_path):
     data_dir = str(tmp_path / "data")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "ARENA_MODEL_ROOTS")}
+    unset = ("DATABASE_URL", "REDIS_URL", "ARENA_MODEL_ROOTS", "ARENA_DEBUG")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(ARENA_DATA_DIR=data_dir, PORT=str(port), PYTHONUNBUFFERED="1")
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     children: list[psutil.Process] = []
@@ -70,13 +74,27 @@ def test_up_runs_the_demo_to_a_leaderboard_and_one_ctrl_c_stops_everything(tmp_p
         css = re.search(r'href="(/static/arena/arena\.[0-9a-f]{12}\.css)"', login)
         assert css, login[:1000]
         assert "immutable" in urllib.request.urlopen(base + css[1]).headers["Cache-Control"]  # noqa: S310
+        # DEBUG is off: a 404 lists no URL patterns, and every answer carries its request id.
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/no/such/page/")  # noqa: S310 - our own server
+        page = missing.value.read().decode()
+        assert missing.value.code == 404 and "URLconf" not in page and "leaderboard" not in page
+        assert len(missing.value.headers["X-Request-ID"]) == 32
+        # A body over the limit is a 413 from its Content-Length, and Django never reads it. (Daphne
+        # itself takes in the whole body, spooled to a file, before the application sees the request.)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        over = b" " * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+        connection.request("POST", "/api/v1/suites", body=over, headers={"Content-Type": "application/json"})
+        too_large = connection.getresponse()
+        assert too_large.status == 413 and "larger than this arena accepts" in json.loads(too_large.read())["detail"]
+        connection.close()
 
         def demo_run_finished():
             status, run = get_json(f"{base}/api/v1/runs/1", creds["token"])
-            return run if status == 200 and run["state"] in ("done", "failed") else None
+            return run if status == 200 and run["state"] in TERMINAL else None
 
         run = wait_for(demo_run_finished, timeout=600, interval=2, what="the demo run to finish")
-        assert run["state"] == "done", run["error"]
+        assert run["state"] == State.DONE, run["error"]
         status, board = get_json(f"{base}/api/v1/leaderboard/arithmetic", creds["token"])
         assert status == 200
         rows = {r["entry"]: r for r in board["rows"]}

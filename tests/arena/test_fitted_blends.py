@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.template.defaultfilters import floatformat
 
-from arena.benchmarks.services import import_suite, library_item, library_suite
+from arena.benchmarks.services import library_item, library_suite
 from arena.evaluations.models import Run, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
@@ -13,8 +13,8 @@ from ensembles.strategies import MemberAnswer, make_strategy
 from ensembles.strategies.calibration import Calibrator
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import csrf_client, finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +29,7 @@ def mc_suite() -> LibSuite:
 
 
 @pytest.fixture
-def members(team, owner, tiny_llama_dir, settings, tmp_path):
+def members(team, owner, tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
@@ -38,7 +38,7 @@ def members(team, owner, tiny_llama_dir, settings, tmp_path):
             team,
             name=name,
             kind="hf",
-            config={"path": str(make_tiny_variant(tiny_llama_dir, root / name, seed=seed))},
+            config={"path": str(tiny_variant(root / name, seed=seed))},
             user=owner,
         )
         for seed, name in enumerate(MEMBERS, start=1)
@@ -73,7 +73,7 @@ def dev_answers(run: Run) -> tuple[list[list[MemberAnswer]], list[str]]:
 
 
 def test_the_run_page_shows_boosting_rounds_and_each_calibrated_members_reliability(worker, team, owner, members):
-    suite = import_suite(team, mc_suite())
+    suite = SuiteFactory(team=team, library=mc_suite())
     boosted = register_blend(team, name="boosted", strategy="boosting", params={"rounds": 5}, members=list(MEMBERS))
     cascade = register_blend(
         team, name="calibrated-cascade", strategy="cascade", params={"calibrate": True}, members=list(MEMBERS)

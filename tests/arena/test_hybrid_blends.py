@@ -9,25 +9,23 @@ from django.core.exceptions import ValidationError
 from django.db.models import ProtectedError
 from django.test import Client
 
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Generation, RunEntry, Score, State
+from arena.evaluations.models import EntryState, Generation, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.models import BlendMember, Entry
 from arena.registry.services import check_blend_members, register_blend, register_model
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory, UserFactory
+from tests.helpers import csrf_client, finished, wait_for
 
 SUITE_SIZE = 16  # 8 dev + 8 test; runs report the 8 test items
 MODELS = ("tiny-a", "tiny-b", "tiny-c")
 
 
 @pytest.fixture
-def models_root(tiny_llama_dir, settings, tmp_path):
+def models_root(tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     for seed, name in enumerate(MODELS, start=1):
-        make_tiny_variant(tiny_llama_dir, root / name, seed=seed)
+        tiny_variant(root / name, seed=seed)
     settings.ARENA_MODEL_ROOTS = [root]
     return root
 
@@ -143,9 +141,9 @@ def admin_change(client, entry: Entry, members: list[Entry], by):
 
 
 @pytest.fixture
-def staff_client(django_user_model):
+def staff_client():
     client = Client()
-    client.force_login(django_user_model.objects.create_user("stella", is_staff=True, is_superuser=True))
+    client.force_login(UserFactory(username="stella", is_staff=True, is_superuser=True))
     return client
 
 
@@ -250,7 +248,7 @@ def model_scores(run, item, names) -> dict[str, Score]:
 def test_a_hybrid_runs_every_level_adds_costs_once_per_generation_and_runs_again_from_the_cache(
     worker, team, owner, models
 ):
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     vote = blend(team, "vote", list(MODELS))
     # Named to sort before the blends they hold, so advancing cannot rely on name order.
     cascade = blend(team, "b-cheap-first", ["vote", "tiny-a"], strategy="cascade", params={"threshold": 1.0})
@@ -265,11 +263,11 @@ def test_a_hybrid_runs_every_level_adds_costs_once_per_generation_and_runs_again
     run = wait_for(lambda: finished(run.pk), timeout=300, what="the run to finish")
     assert run.state == State.DONE, run.error
 
-    rows = {re.entry.name: re for re in RunEntry.objects.filter(run=run).select_related("entry")}
+    rows = {run_entry.entry.name: run_entry for run_entry in RunEntry.objects.filter(run=run).select_related("entry")}
     items = SUITE_SIZE // 2  # the test split the run reports (no strategy here learns, so no dev)
-    for name, re in rows.items():
-        assert re.state == State.DONE and re.n == items, name
-        assert Score.objects.filter(run=run, entry=re.entry).count() == items, name
+    for name, run_entry in rows.items():
+        assert run_entry.state == State.DONE and run_entry.n == items, name
+        assert Score.objects.filter(run=run, entry=run_entry.entry).count() == items, name
     assert rows["b-cheap-first"].started_at >= rows["vote"].finished_at
     assert rows["a-top"].started_at >= rows["b-cheap-first"].finished_at
 
@@ -313,13 +311,19 @@ def test_a_failed_inner_blend_fails_the_outer_with_its_reason(worker, team, owne
     # tiny-c's weights vanish after registration, so it fails when the run is planned.
     for weights in (models_root / "tiny-c").glob("*.safetensors"):
         weights.unlink()
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     run = create_run(team, suite, [outer], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
 
     assert run.state == State.FAILED
     states = dict(RunEntry.objects.filter(run=run).values_list("entry__name", "state"))
-    assert states == {"tiny-a": "done", "tiny-b": "done", "tiny-c": "failed", "vote": "failed", "a-outer": "failed"}
+    assert states == {
+        "tiny-a": EntryState.DONE,
+        "tiny-b": EntryState.DONE,
+        "tiny-c": EntryState.FAILED,
+        "vote": EntryState.FAILED,
+        "a-outer": EntryState.FAILED,
+    }
     assert RunEntry.objects.get(run=run, entry=outer).error == "member failed: vote (member failed: tiny-c)"
     assert not Score.objects.filter(run=run, entry__kind="blend").exists()
 
@@ -331,7 +335,7 @@ def test_a_learned_blend_is_served_as_fitted_on_the_dev_split_of_its_latest_run(
 ):
     stacked = blend(team, "stacked", ["tiny-a", "tiny-b"], strategy="weighted_vote")
     blend(team, "outer", ["stacked", "tiny-c"])
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     run = create_run(team, suite, [stacked], user=owner)
     assert set(run.splits) == {"dev", "test"}  # a learned blend brings its dev split into the run
     run = wait_for(lambda: finished(run.pk), timeout=300, what="the run to finish")

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.core.exceptions import ValidationError
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Comparison, Generation, Run, RunEntry, Score, State
 from arena.evaluations.pipeline.score import _judge_scores
 from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
-from ensembles.suites import get_builtin, load_suite
-from tests.arena.conftest import finished, wait_for
-from tests.conftest import make_tiny_variant
-
-MANIFEST = """\
-name: open-questions
-version: "1"
-task_type: judge
-prompt_template: "{input}"
-answer_extraction: text
-metric: judge
-max_new_tokens: 8
-"""
-QUESTIONS = ["Name a colour.", "Say hello.", "Count to three.", "Name a fruit."]
-
-
-def judge_suite():
-    items = "".join(json.dumps({"id": f"q{i}", "input": q, "split": "test"}) + "\n" for i, q in enumerate(QUESTIONS))
-    return load_suite(MANIFEST, items)
+from tests.arena.helpers import QUESTIONS, judge_suite
+from tests.factories import RunFactory, SuiteFactory
+from tests.helpers import finished, wait_for
 
 
 @pytest.fixture
-def models(team, owner, tiny_llama_dir, settings, tmp_path):
+def models(team, owner, tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
@@ -43,7 +24,7 @@ def models(team, owner, tiny_llama_dir, settings, tmp_path):
             team,
             name=name,
             kind="hf",
-            config={"path": str(make_tiny_variant(tiny_llama_dir, root / name, seed=seed))},
+            config={"path": str(tiny_variant(root / name, seed=seed))},
             user=owner,
         )
         for seed, name in enumerate(("alpha", "beta", "gamma", "judge"), start=1)
@@ -53,7 +34,7 @@ def models(team, owner, tiny_llama_dir, settings, tmp_path):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_judge_run_compares_every_pair_in_both_orders_and_judging_again_costs_nothing(worker, team, owner, models):
-    suite = import_suite(team, judge_suite())
+    suite = SuiteFactory(team=team, library=judge_suite())
     contestants = [models["alpha"], models["beta"], models["gamma"]]
     started = create_run(team, suite, contestants, user=owner, judge=models["judge"])
     run = wait_for(lambda: finished(started.pk), what="the judge run")
@@ -72,8 +53,8 @@ def test_a_judge_run_compares_every_pair_in_both_orders_and_judging_again_costs_
     readable = comparisons.exclude(outcome="").count()
     assert ratings["battles"] == readable and ratings["unreadable"] == comparisons.count() - readable
     for entry in contestants:
-        re = RunEntry.objects.get(run=run, entry=entry)
-        assert re.state == State.DONE and re.n == len(QUESTIONS)
+        run_entry = RunEntry.objects.get(run=run, entry=entry)
+        assert run_entry.state == State.DONE and run_entry.n == len(QUESTIONS)
         values = list(Score.objects.filter(run=run, entry=entry).values_list("value", flat=True))
         assert all(0.0 <= v <= 1.0 for v in values)
     # The judge itself is not a contestant.
@@ -89,9 +70,9 @@ def test_a_judge_run_compares_every_pair_in_both_orders_and_judging_again_costs_
 
 @pytest.mark.django_db
 def test_outcomes_become_per_item_scores_and_bradley_terry_ratings(team, owner, models):
-    suite = import_suite(team, judge_suite())
+    suite = SuiteFactory(team=team, library=judge_suite())
     a, b, c = models["alpha"], models["beta"], models["gamma"]
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], judge=models["judge"])
+    run = RunFactory(suite=suite, state=State.QUEUED, judge=models["judge"])
     items = list(suite.items.order_by("position"))
     for item in items:
         for entry in (a, b, c):
@@ -110,7 +91,7 @@ def test_outcomes_become_per_item_scores_and_bradley_terry_ratings(team, owner, 
 
 @pytest.mark.django_db
 def test_a_judge_suite_needs_a_judge_two_single_models_and_no_blends(team, owner, models):
-    suite = import_suite(team, judge_suite())
+    suite = SuiteFactory(team=team, library=judge_suite())
     a, b = models["alpha"], models["beta"]
     with pytest.raises(ValidationError, match="needs a judge"):
         create_run(team, suite, [a, b])
@@ -126,7 +107,7 @@ def test_a_judge_suite_needs_a_judge_two_single_models_and_no_blends(team, owner
 
 @pytest.mark.django_db
 def test_a_judge_is_refused_on_a_metric_suite(api, team, models):
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
+    suite = SuiteFactory(team=team, size=4)
     with pytest.raises(ValidationError, match="only judge suites take a judge"):
         create_run(team, suite, [models["alpha"]], judge=models["judge"])
     response = api("post", "/runs", {"suite": "arithmetic", "entries": ["alpha"], "judge": "nobody"})

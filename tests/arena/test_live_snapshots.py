@@ -17,37 +17,26 @@ from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from arena.benchmarks.services import import_suite
 from arena.core import cache
 from arena.evaluations import events
 from arena.evaluations import snapshots as run_snapshots
 from arena.evaluations.models import Run, RunEntry, State
 from arena.leaderboard import snapshots
 from arena.registry.models import Entry
-from arena.teams.models import Membership, Role, Team
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client
+from arena.teams.models import Membership, Role
+from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory, TeamFactory
+from tests.helpers import csrf_client
 
 pytestmark = pytest.mark.django_db
 
 
 def make_run(team) -> Run:
     """A run of two entries on arithmetic, scored 0.5 and 0.25 (the run itself still going)."""
-    suite = import_suite(team, get_builtin("arithmetic", size=8))
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.RUNNING)
+    suite = SuiteFactory(team=team, size=8)
+    run = RunFactory(suite=suite, state=State.RUNNING)
     for name, score in (("a", 0.5), ("b", 0.25)):
-        entry = Entry.objects.create(team=team, name=name, kind="gguf", config={"path": f"/m/{name}.gguf"})
-        RunEntry.objects.create(
-            run=run,
-            entry=entry,
-            state=State.DONE,
-            total_items=4,
-            done_items=4,
-            score=score,
-            ci_low=0.0,
-            ci_high=1.0,
-            n=4,
-        )
+        entry = EntryFactory(team=team, name=name)
+        RunEntryFactory(run=run, entry=entry, total_items=4, done_items=4, score=score, ci_low=0.0, ci_high=1.0, n=4)
     return run
 
 
@@ -66,9 +55,9 @@ def test_a_board_is_built_once_per_change_and_read_without_queries_until_the_nex
         assert scores(snapshots.board(team, "arithmetic")) == {"a": 0.5, "b": 0.25}
     assert again.captured_queries == []
 
-    re_ = RunEntry.objects.get(run=run, entry__name="b")
-    re_.score = 0.75
-    re_.save()
+    run_entry = RunEntry.objects.get(run=run, entry__name="b")
+    run_entry.score = 0.75
+    run_entry.save()
     assert scores(snapshots.board(team, "arithmetic")) == {"a": 0.5, "b": 0.75}
 
 
@@ -91,9 +80,9 @@ def test_a_board_pages_socket_carries_the_pages_filters(owner, team, run):
 
 
 def test_each_version_filter_is_a_board_of_its_own(team, run):
-    newer = import_suite(team, get_builtin("arithmetic", size=10))
-    later = Run.objects.create(team=team, suite=newer, splits=["test"], state=State.DONE)
-    RunEntry.objects.create(run=later, entry=Entry.objects.get(team=team, name="a"), state=State.DONE, score=0.9, n=5)
+    newer = SuiteFactory(team=team, size=10)
+    later = RunFactory(suite=newer)
+    RunEntryFactory(run=later, entry=Entry.objects.get(team=team, name="a"), score=0.9, n=5)
     assert scores(snapshots.board(team, "arithmetic")) == {"a": 0.9, "b": 0.25}
     assert scores(snapshots.board(team, "arithmetic", version=run.suite.version)) == {"a": 0.5, "b": 0.25}
     assert scores(snapshots.board(team, "arithmetic", version=newer.version)) == {"a": 0.9}
@@ -132,11 +121,11 @@ def test_a_team_that_gets_an_old_id_back_never_sees_the_old_teams_board(team):
 
     # SQLite hands an id out again after a rollback; a restored database can too.
     with pytest.raises(RolledBack), transaction.atomic():
-        gone = Team.objects.create(name="Gone", slug="gone")
+        gone = TeamFactory(name="Gone", slug="gone")
         make_run(gone)
         assert scores(snapshots.board(gone, "arithmetic")) == {"a": 0.5, "b": 0.25}
         raise RolledBack
-    again = Team.objects.create(pk=gone.pk, name="Again", slug="again")
+    again = TeamFactory(pk=gone.pk, name="Again", slug="again")
     assert snapshots.board(again, "arithmetic")["rows"] == []
 
 
@@ -154,10 +143,10 @@ def test_readers_arriving_together_after_a_change_wait_for_one_build():
         results.append(cache.cached("test-board", version_key, build))
 
     threads = [threading.Thread(target=reader) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert len(builds) == 1 and results == [{"rows": [1, 2, 3]}] * 8
 
 
@@ -269,10 +258,8 @@ def watch_events(user, paths: list[str], publish) -> list[dict]:
 @pytest.mark.django_db(transaction=True)
 def test_an_event_brings_every_open_board_page_what_it_would_reload(clean_redis, team, owner, monkeypatch):
     run = make_run(team)
-    blend = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
-    RunEntry.objects.create(
-        run=run, entry=blend, state=State.DONE, total_items=4, done_items=4, score=0.75, ci_low=0.5, ci_high=1.0, n=4
-    )
+    blend = BlendFactory(team=team, name="vote")
+    RunEntryFactory(run=run, entry=blend, total_items=4, done_items=4, score=0.75, ci_low=0.5, ci_high=1.0, n=4)
     builds = []
     board_push = snapshots.board_push
     monkeypatch.setattr(snapshots, "board_push", lambda *a: builds.append(a) or board_push(*a))

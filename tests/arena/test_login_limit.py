@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from axes.models import AccessAttempt
 
-from tests.arena.conftest import PASSWORD, csrf_client, post_form
+from tests.factories import UserFactory
+from tests.helpers import PASSWORD, csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
 
@@ -49,8 +50,8 @@ def test_a_successful_login_clears_the_failures(owner, settings):
         assert attempt(csrf_client(), owner.username, "wrong").status_code == 200
 
 
-def test_the_admin_login_counts_toward_the_same_limit(django_user_model, settings):
-    staff = django_user_model.objects.create_user("sam", password=PASSWORD, is_staff=True, is_superuser=True)
+def test_the_admin_login_counts_toward_the_same_limit(settings):
+    staff = UserFactory(username="sam", is_staff=True, is_superuser=True)
     client = csrf_client()
     for _ in range(settings.AXES_FAILURE_LIMIT):
         last = attempt(client, staff.username, "wrong", url="/admin/login/")

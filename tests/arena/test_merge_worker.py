@@ -12,13 +12,12 @@ import torch
 from django.core.management import call_command
 from safetensors.torch import load_file, save_file
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import State
-from arena.registry.models import Entry
+from arena.registry.models import Entry, MergeState
 from arena.registry.services import register_model
 from ensembles.merging import is_complete
-from ensembles.suites import get_builtin
-from tests.arena.conftest import WorkerProcess, finished, wait_for
+from tests.factories import SuiteFactory
+from tests.helpers import WorkerProcess, finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -47,11 +46,11 @@ def arena_dirs(settings, tiny_llama_dir, tmp_path) -> tuple[Path, Path]:
 @pytest.fixture
 def gpu_worker(transactional_db, clean_redis, arena_dirs):
     models, built = arena_dirs
-    w = WorkerProcess(
+    worker = WorkerProcess(
         [models], extra_env={"ARENA_BUILT_MODELS_DIR": str(built), "ARENA_TORCH_THREADS": "1"}, queues="gpu,cpu"
     ).start()
-    yield w
-    w.stop()
+    yield worker
+    worker.stop()
 
 
 def merge_state(api, name: str, *states: str) -> dict | None:
@@ -64,7 +63,7 @@ def test_a_merge_of_two_fine_tuned_variants_is_built_on_the_gpu_queue_run_served
 ):
     models, built = arena_dirs
     register_model(team, name="base", kind="hf", config={"path": str(models / "base")})
-    import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    SuiteFactory(team=team, size=SUITE_SIZE)
     for name, seed in (("base-a", "1"), ("base-b", "2")):
         call_command(
             "finetune", "red", "base", "arithmetic", "--name", name, "--steps", "20", "--learning-rate", "1e-2",
@@ -77,8 +76,12 @@ def test_a_merge_of_two_fine_tuned_variants_is_built_on_the_gpu_queue_run_served
     served = {m["id"] for m in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["data"]}
     assert "merged" not in served, "a merge has nothing to serve before its weights are built"
 
-    done = wait_for(lambda: merge_state(api, "merged", "done", "failed"), timeout=240, what="the merge to materialize")
-    assert done["state"] == "done", done["reason"]
+    done = wait_for(
+        lambda: merge_state(api, "merged", MergeState.DONE, MergeState.FAILED),
+        timeout=240,
+        what="the merge to materialize",
+    )
+    assert done["state"] == MergeState.DONE, done["reason"]
     served = {m["id"] for m in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["data"]}
     assert "merged" in served
     reply = client.post(
@@ -90,7 +93,7 @@ def test_a_merge_of_two_fine_tuned_variants_is_built_on_the_gpu_queue_run_served
     assert reply.status_code == 200, reply.content
     assert reply.json()["usage"]["completion_tokens"] > 0
     path = Path(done["path"])
-    assert path.parent == built / "red" and is_complete(path)
+    assert path.parent == built / str(team.pk) and is_complete(path)
     assert set(done["provenance"]["members"]) == {"base", "base-a", "base-b"}
     assert done["provenance"]["mergekit"] == "0.1.5"
 
@@ -123,21 +126,25 @@ def test_a_merge_that_breaks_half_way_fails_with_its_reason_leaves_nothing_compl
     recipe = {"method": "linear", "members": [{"entry": "base"}, {"entry": "other"}]}
     assert api("post", "/entries", {"name": "merged", "kind": "merge", "config": recipe}).status_code == 201
     # Other work goes on: a run of the base alone, queued behind the merge on the same worker.
-    import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    SuiteFactory(team=team, size=SUITE_SIZE)
     started = api("post", "/runs", {"suite": "arithmetic", "entries": ["base"]})
 
-    failed = wait_for(lambda: merge_state(api, "merged", "done", "failed"), timeout=240, what="the merge to fail")
+    failed = wait_for(
+        lambda: merge_state(api, "merged", MergeState.DONE, MergeState.FAILED), timeout=240, what="the merge to fail"
+    )
 
-    assert failed["state"] == "failed" and "mergekit could not merge" in failed["reason"], failed
+    assert failed["state"] == MergeState.FAILED and "mergekit could not merge" in failed["reason"], failed
     assert failed["path"] == ""
-    assert not [p for p in (built / "red").iterdir() if is_complete(p) or not p.name.startswith(".")]
+    assert not [p for p in (built / str(team.pk)).iterdir() if is_complete(p) or not p.name.startswith(".")]
     assert wait_for(lambda: finished(started.json()["id"]), timeout=300, what="the other run").state == State.DONE
     page = api("get", "/entries").json()
     assert next(e for e in page if e["name"] == "merged")["kind"] == "merge"
 
     save_file(intact, weights, metadata={"format": "pt"})
     assert api("post", "/merges/merged/materialize").status_code == 202
-    done = wait_for(lambda: merge_state(api, "merged", "done", "failed"), timeout=240, what="the restarted merge")
-    assert done["state"] == "done", done["reason"]
+    done = wait_for(
+        lambda: merge_state(api, "merged", MergeState.DONE, MergeState.FAILED), timeout=240, what="the restarted merge"
+    )
+    assert done["state"] == MergeState.DONE, done["reason"]
     assert is_complete(Path(done["path"]))
     assert Entry.objects.get(name="merged").materialization.attempt == 2

@@ -13,16 +13,14 @@ import torch
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run
 from arena.registry.backends import backend_for
 from arena.registry.models import Entry, Materialization, MergeState
 from arena.registry.services import register_model
 from arena.teams.models import ApiToken, Role, Team
 from ensembles.backends import BackendError
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +38,7 @@ def one_torch_thread():
 
 
 @pytest.fixture
-def family(settings, tiny_llama_dir, tmp_path) -> dict[str, Path]:
+def family(settings, tiny_llama_dir, tiny_variant, tmp_path) -> dict[str, Path]:
     """The team's base and two variants, registered; built models go to a folder of the test's own."""
     root = tmp_path / "models"
     root.mkdir()
@@ -48,8 +46,8 @@ def family(settings, tiny_llama_dir, tmp_path) -> dict[str, Path]:
     settings.ARENA_BUILT_MODELS_DIR = tmp_path / "built"
     paths = {
         "base": Path(shutil.copytree(tiny_llama_dir, root / "base")),
-        "v1": make_tiny_variant(tiny_llama_dir, root / "v1", seed=1),
-        "v2": make_tiny_variant(tiny_llama_dir, root / "v2", seed=2),
+        "v1": tiny_variant(root / "v1", seed=1),
+        "v2": tiny_variant(root / "v2", seed=2),
     }
     team = Team.objects.get(slug="red")
     for name, path in paths.items():
@@ -76,7 +74,7 @@ def test_registering_a_merge_sends_its_materialization_to_the_gpu_queue_once_sto
     headers = json.loads(message)["headers"]
     assert (headers["task"], headers["argsrepr"]) == ("arena.registry.tasks.materialize_merge", f"({m.pk}, 1)")
     state = api("get", "/merges/merged").json()
-    assert (state["state"], state["attempt"], state["recipe"]["method"]) == ("queued", 1, "linear")
+    assert (state["state"], state["attempt"], state["recipe"]["method"]) == (MergeState.QUEUED, 1, "linear")
     assert api("get", "/merges").json()[0]["name"] == "merged"
 
 
@@ -187,11 +185,15 @@ def test_a_failed_or_stuck_materialization_is_started_again_by_a_member_and_a_qu
 
     restarted = api("post", "/merges/merged/materialize")
     assert restarted.status_code == 202
-    assert (restarted.json()["state"], restarted.json()["attempt"], restarted.json()["reason"]) == ("queued", 3, "")
+    assert (restarted.json()["state"], restarted.json()["attempt"], restarted.json()["reason"]) == (
+        MergeState.QUEUED,
+        3,
+        "",
+    )
 
 
 def test_a_merge_not_built_is_not_offered_to_run_or_judge_and_a_run_of_it_is_a_422(api, team, owner, family):
-    import_suite(team, get_builtin("arithmetic", size=4))
+    SuiteFactory(team=team, size=4)
     register_merge(api, "merged", LINEAR)
     Materialization.objects.filter(entry__name="merged").update(
         state=MergeState.FAILED, reason="Duplicate merge inputs"
@@ -290,7 +292,7 @@ def test_a_hub_id_registers_when_its_commit_is_in_the_cache_and_is_a_422_when_no
 
 
 def test_the_finetune_command_registers_a_variant_of_the_team_learned_on_dev(team, family, settings, capsys):
-    import_suite(team, get_builtin("arithmetic", size=16))
+    SuiteFactory(team=team, size=16)
 
     call_command(
         "finetune", "red", "base", "arithmetic", "--name", "base-arith", "--steps", "20", "--learning-rate", "1e-2"
@@ -299,14 +301,14 @@ def test_the_finetune_command_registers_a_variant_of_the_team_learned_on_dev(tea
     entry = Entry.objects.get(team=team, name="base-arith")
     assert entry.kind == "hf" and "dev split of arithmetic" in entry.description
     path = Path(entry.config["path"])
-    assert path.parent == settings.ARENA_BUILT_MODELS_DIR / "red"
+    assert path.parent == settings.ARENA_BUILT_MODELS_DIR / str(team.pk)
     assert (path / "model.safetensors").exists() and not list(path.glob("*.bin"))
     assert "registered base-arith" in capsys.readouterr().out
     backend_for(entry).check()
 
 
 def test_the_finetune_command_refuses_an_unknown_member_or_a_taken_name_before_training(team, family):
-    import_suite(team, get_builtin("arithmetic", size=16))
+    SuiteFactory(team=team, size=16)
     with pytest.raises(CommandError, match="member: Red team has no entry named 'nope'"):
         call_command("finetune", "red", "nope", "arithmetic", "--name", "x")
     with pytest.raises(CommandError, match="already has an entry named 'v1'"):

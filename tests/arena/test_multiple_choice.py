@@ -6,14 +6,13 @@ import math
 
 import pytest
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
-from tests.arena.conftest import finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -25,7 +24,7 @@ def mc_suite(scoring: str) -> LibSuite:
 
 
 @pytest.fixture
-def members(team, owner, tiny_llama_dir, settings, tmp_path):
+def members(team, owner, tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
@@ -34,7 +33,7 @@ def members(team, owner, tiny_llama_dir, settings, tmp_path):
             team,
             name=f"tiny-{seed}",
             kind="hf",
-            config={"path": str(make_tiny_variant(tiny_llama_dir, root / f"tiny-{seed}", seed=seed))},
+            config={"path": str(tiny_variant(root / f"tiny-{seed}", seed=seed))},
             user=owner,
         )
         for seed in (1, 2)
@@ -42,7 +41,7 @@ def members(team, owner, tiny_llama_dir, settings, tmp_path):
 
 
 def test_options_are_scored_by_log_likelihood_and_a_pool_blend_uses_them(worker, team, owner, members):
-    suite = import_suite(team, mc_suite("loglikelihood_norm"))
+    suite = SuiteFactory(team=team, library=mc_suite("loglikelihood_norm"))
     pool = register_blend(team, name="pool", strategy="logprob_pool", params={}, members=[m.name for m in members])
     started = create_run(team, suite, [*members, pool], user=owner)
     run = wait_for(lambda: finished(started.pk), what="the run")

@@ -11,20 +11,19 @@ import sys
 
 import pytest
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import RunEntry, State
 from arena.evaluations.services import create_run
 from arena.evaluations.tasks import generate_batch
 from arena.registry.services import register_model
-from ensembles.suites import get_builtin
-from tests.arena.conftest import PASSWORD, ROOT, WorkerProcess, csrf_client, database_url, finished, wait_for
+from tests.factories import SuiteFactory, UserFactory
+from tests.helpers import ROOT, WorkerProcess, csrf_client, database_url, finished, wait_for
 
 TASK = "arena.evaluations.tasks."
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("sam", password=PASSWORD, is_staff=True)
+def staff():
+    return UserFactory(username="sam", is_staff=True)
 
 
 @pytest.fixture
@@ -35,7 +34,7 @@ def models(team, owner, tiny_llama_dir, tmp_path, settings):
     gone_dir = shutil.copytree(tiny_llama_dir, tmp_path / "gone")
     gone = register_model(team, name="gone", kind="hf", config={"path": str(gone_dir)}, user=owner)
     shutil.rmtree(gone_dir)
-    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    suite = SuiteFactory(team=team, size=8)
     return tiny, gone, suite
 
 

@@ -4,34 +4,36 @@ from __future__ import annotations
 
 import pytest
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.events import changed
-from arena.evaluations.models import Generation, Run, RunEntry, Score
-from arena.registry.models import BlendMember, Entry
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form
+from arena.evaluations.models import Generation, Run, Score, State
+from arena.registry.models import Entry
+from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
+from tests.helpers import csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def finished_run(team):
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
-    a = Entry.objects.create(team=team, name="a", kind="gguf", config={"path": "/m/a.gguf"})
-    b = Entry.objects.create(team=team, name="b", kind="gguf", config={"path": "/m/b.gguf"})
-    vote = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
-    BlendMember.objects.create(blend=vote, member=a, position=0)
-    BlendMember.objects.create(blend=vote, member=b, position=1)
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], state="done")
+    suite = SuiteFactory(team=team, size=4)
+    a = EntryFactory(team=team, name="a")
+    b = EntryFactory(team=team, name="b")
+    vote = BlendFactory(team=team, name="vote", members=[a, b])
+    run = RunFactory(suite=suite)
     items = list(suite.items.filter(split="test"))
-    for e in (a, b, vote):
-        RunEntry.objects.create(run=run, entry=e, state="done", total_items=2, done_items=2)
+    for entry in (a, b, vote):
+        RunEntryFactory(run=run, entry=entry, total_items=2, done_items=2)
     for n, item in enumerate(items):
-        for e, text, value in ((a, "41", 0.0), (b, item.data["reference"], 1.0)):
-            gen = Generation.objects.create(
-                key=f"{e.pk}-{n}", fingerprint=e.name, prompt="p", params={}, text=text, token_logprobs=[-0.5, -1.5]
+        for entry, text, value in ((a, "41", 0.0), (b, item.data["reference"], 1.0)):
+            generation = Generation.objects.create(
+                key=f"{entry.pk}-{n}",
+                fingerprint=entry.name,
+                prompt="p",
+                params={},
+                text=text,
+                token_logprobs=[-0.5, -1.5],
             )
-            Score.objects.create(run=run, entry=e, item=item, generation=gen, prediction=text, value=value)
+            Score.objects.create(run=run, entry=entry, item=item, generation=generation, prediction=text, value=value)
         Score.objects.create(
             run=run,
             entry=vote,
@@ -93,7 +95,7 @@ def test_the_drill_down_shows_the_prompt_every_output_the_votes_and_the_referenc
 
 def test_an_item_of_another_suite_is_404(owner, team, finished_run):
     run, _ = finished_run
-    other = import_suite(team, get_builtin("arithmetic", size=6)).items.first()
+    other = SuiteFactory(team=team, size=6).items.first()
     assert csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/{other.pk}/").status_code == 404
 
 
@@ -112,31 +114,29 @@ def test_batches_held_by_a_stopped_worker_are_requeued_and_sent_again(team, clea
     from arena.evaluations.models import WorkItem
     from arena.evaluations.services import requeue_stale
 
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
-    entry = Entry.objects.create(team=team, name="a", kind="gguf", config={"path": "/m/a.gguf"})
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], state="running")
+    suite = SuiteFactory(team=team, size=4)
+    entry = EntryFactory(team=team, name="a")
+    run = RunFactory(suite=suite, state=State.RUNNING)
     long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
     stale = WorkItem.objects.create(
-        run=run, entry=entry, batch_index=0, item_ids=[], state="running", claimed_at=long_ago
+        run=run, entry=entry, batch_index=0, item_ids=[], state=State.RUNNING, claimed_at=long_ago
     )
     fresh = WorkItem.objects.create(
-        run=run, entry=entry, batch_index=1, item_ids=[], state="running", claimed_at=timezone.now()
+        run=run, entry=entry, batch_index=1, item_ids=[], state=State.RUNNING, claimed_at=timezone.now()
     )
 
     assert requeue_stale() == 1
     stale.refresh_from_db()
     fresh.refresh_from_db()
-    assert (stale.state, fresh.state) == ("queued", "running")
+    assert (stale.state, fresh.state) == (State.QUEUED, State.RUNNING)
     assert clean_redis.llen("gpu") == 1
     assert PeriodicTask.objects.filter(task="arena.evaluations.tasks.requeue_stale", enabled=True).exists()
 
 
 def _add_entries(team, run, n: int, start: int) -> None:
     for i in range(start, start + n):
-        e = Entry.objects.create(team=team, name=f"extra-{i}", kind="gguf", config={"path": "/m/x.gguf"})
-        RunEntry.objects.create(
-            run=run, entry=e, state="done", total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2
-        )
+        entry = EntryFactory(team=team, name=f"extra-{i}", config={"path": "/m/x.gguf"})
+        RunEntryFactory(run=run, entry=entry, total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2)
 
 
 def test_the_leaderboard_query_count_does_not_grow_with_entries(owner, team, finished_run):

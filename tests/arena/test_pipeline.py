@@ -9,17 +9,15 @@ from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations import queries as run_queries
-from arena.evaluations.models import Generation, Run, RunEntry, Score, State
+from arena.evaluations.models import EntryState, Generation, Run, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.leaderboard import queries as board_queries
 from arena.leaderboard.routing import websocket_urlpatterns
 from arena.registry.models import Entry
 from arena.registry.services import register_blend, register_model
-from ensembles.suites import get_builtin
-from tests.arena.conftest import finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import finished, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -27,12 +25,12 @@ SUITE_SIZE = 16  # 8 dev + 8 test
 
 
 @pytest.fixture
-def models_root(tiny_llama_dir, settings, tmp_path):
+def models_root(tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
-    a = make_tiny_variant(tiny_llama_dir, root / "tiny-a", seed=1)
-    b = make_tiny_variant(tiny_llama_dir, root / "tiny-b", seed=2)
-    c = make_tiny_variant(tiny_llama_dir, root / "tiny-c", seed=3)
+    a = tiny_variant(root / "tiny-a", seed=1)
+    b = tiny_variant(root / "tiny-b", seed=2)
+    c = tiny_variant(root / "tiny-c", seed=3)
     settings.ARENA_MODEL_ROOTS = [root]
     return root, (a, b, c)
 
@@ -44,7 +42,7 @@ def setup_entries(team, owner, models_root):
     for name, path in zip(("tiny-a", "tiny-b", "tiny-c"), paths, strict=True):
         members.append(register_model(team, name=name, kind="hf", config={"path": str(path)}, user=owner))
     blend = register_blend(team, name="vote", strategy="majority_vote", params={}, members=[m.name for m in members])
-    suite = import_suite(team, get_builtin("arithmetic", size=SUITE_SIZE))
+    suite = SuiteFactory(team=team, size=SUITE_SIZE)
     return suite, members, blend
 
 
@@ -57,10 +55,10 @@ def test_run_scores_every_item_of_every_member_and_the_blend_once(worker, team, 
     test_items = SUITE_SIZE // 2
     for entry in [*members, blend]:
         assert Score.objects.filter(run=run, entry=entry).count() == test_items
-        re = RunEntry.objects.get(run=run, entry=entry)
-        assert re.state == State.DONE
-        assert re.n == test_items
-        assert re.ci_low <= re.score <= re.ci_high
+        run_entry = RunEntry.objects.get(run=run, entry=entry)
+        assert run_entry.state == State.DONE
+        assert run_entry.n == test_items
+        assert run_entry.ci_low <= run_entry.score <= run_entry.ci_high
     vote = RunEntry.objects.get(run=run, entry=blend)
     assert vote.best_member is not None and vote.lift is not None
     assert vote.lift_low <= vote.lift <= vote.lift_high
@@ -140,7 +138,12 @@ def test_a_broken_member_fails_its_entry_and_blend_with_the_reason_while_others_
     assert run.state == State.FAILED
     assert "broken" in run.error and "unreachable" in run.error
     states = dict(RunEntry.objects.filter(run=run).values_list("entry__name", "state"))
-    assert states == {"tiny-a": "done", "broken": "failed", "unreachable": "failed", "vote-with-broken": "failed"}
+    assert states == {
+        "tiny-a": EntryState.DONE,
+        "broken": EntryState.FAILED,
+        "unreachable": EntryState.FAILED,
+        "vote-with-broken": EntryState.FAILED,
+    }
     assert "GGUF" in RunEntry.objects.get(run=run, entry=bad).error
     assert "unreachable" in RunEntry.objects.get(run=run, entry=down).error
     assert "member failed: broken" in RunEntry.objects.get(run=run, entry=blend).error

@@ -12,14 +12,13 @@ from contextlib import closing
 import pytest
 from django.conf import settings as django_settings
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
 from ensembles.suites import get_builtin
 from ensembles.suites.model import Suite
-from tests.arena.conftest import WorkerProcess, finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import WorkerProcess, finished, wait_for
 
 MEMBERS = ("tiny-a", "tiny-b", "tiny-c")
 TEST_ITEMS = 12
@@ -32,14 +31,12 @@ def chrf_arithmetic() -> Suite:
 
 
 @pytest.fixture
-def members(team, owner, tiny_llama_dir, settings, tmp_path):
+def members(team, owner, tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
     return [
-        register_model(
-            team, name=name, kind="hf", config={"path": str(make_tiny_variant(tiny_llama_dir, root / name, seed))}
-        )
+        register_model(team, name=name, kind="hf", config={"path": str(tiny_variant(root / name, seed))})
         for seed, name in enumerate(MEMBERS, start=1)
     ]
 
@@ -52,9 +49,9 @@ def cache_dir(tmp_path):
 @pytest.fixture
 def ranker_worker(transactional_db, clean_redis, worker_roots, cache_dir):
     # Its own cache directory, so the encoder cache starts empty and is the test's to inspect.
-    w = WorkerProcess(worker_roots, extra_env={"ARENA_CACHE_DIR": str(cache_dir)}).start()
-    yield w
-    w.stop()
+    worker = WorkerProcess(worker_roots, extra_env={"ARENA_CACHE_DIR": str(cache_dir)}).start()
+    yield worker
+    worker.stop()
 
 
 def cached_vectors(cache_dir) -> int:
@@ -63,8 +60,8 @@ def cached_vectors(cache_dir) -> int:
 
 
 def combine_seconds(run: Run, blend) -> float:
-    re = RunEntry.objects.get(run=run, entry=blend)
-    return (re.finished_at - re.started_at).total_seconds()
+    run_entry = RunEntry.objects.get(run=run, entry=blend)
+    return (run_entry.finished_at - run_entry.started_at).total_seconds()
 
 
 @pytest.mark.slow
@@ -74,7 +71,7 @@ def test_a_pair_ranker_blend_finishes_with_scores_costs_its_comparisons_and_reac
 ):
     if not (django_settings.MODELS_DIR / "all-MiniLM-L6-v2" / "model.safetensors").exists():
         pytest.skip("the shipped all-MiniLM-L6-v2 is not under ARENA_DATA_DIR/models")
-    suite = import_suite(team, chrf_arithmetic())
+    suite = SuiteFactory(team=team, library=chrf_arithmetic())
     blend = register_blend(team, name="ranked", strategy="pair_ranker", params={}, members=list(MEMBERS))
     run = create_run(team, suite, [*members, blend], user=owner)
     assert run.splits == ["test", "dev"]  # the ranker fits on dev; the board reports test

@@ -7,13 +7,12 @@ import re
 
 import pytest
 
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run
+from arena.evaluations.models import State
 from arena.registry.models import BlendMember, Entry
 from arena.registry.services import register_model
 from arena.teams.models import ApiToken, Role, Team
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form
+from tests.factories import EntryFactory, RunFactory, SuiteFactory
+from tests.helpers import csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
 
@@ -131,8 +130,8 @@ def test_a_viewer_token_reads_but_cannot_register(api, team):
 
 def test_another_teams_run_is_404_through_the_api(api, team, models_root):
     blue = Team.objects.get(slug="blue")
-    suite = import_suite(blue, get_builtin("arithmetic", size=4))
-    run = Run.objects.create(team=blue, suite=suite, splits=["test"])
+    suite = SuiteFactory(team=blue, size=4)
+    run = RunFactory(team=blue, suite=suite, state=State.QUEUED)
     assert api("get", f"/runs/{run.pk}").status_code == 404
 
 
@@ -140,12 +139,12 @@ def test_starting_a_run_through_the_api_records_it_with_its_members(api, team, m
     for name in ("a", "b"):
         register_model(team, name=name, kind="hf", config={"path": str(models_root)})
     api("post", "/blends", {"name": "v", "strategy": "majority_vote", "members": ["a", "b"]})
-    import_suite(team, get_builtin("arithmetic", size=8))
+    SuiteFactory(team=team, size=8)
     response = api("post", "/runs", {"suite": "arithmetic", "entries": ["v"]})
     assert response.status_code == 201, response.content
     body = response.json()
     assert {e["entry"] for e in body["entries"]} == {"a", "b", "v"}
-    assert body["state"] == "queued"
+    assert body["state"] == State.QUEUED
 
 
 def test_registering_a_model_on_the_page_with_a_bad_path_shows_the_error(owner, team, models_root):
@@ -233,7 +232,7 @@ def test_the_api_docs_page_loads_swagger_from_our_own_static_files():
 
 def test_a_refused_blend_form_comes_back_with_what_was_sent(owner, team):
     for name in ("a", "b"):
-        Entry.objects.create(team=team, name=name, kind="gguf", config={"path": f"/m/{name}.gguf"})
+        EntryFactory(team=team, name=name)
     client = csrf_client(owner)
     sent = {
         "kind": "blend",

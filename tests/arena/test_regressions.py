@@ -5,13 +5,11 @@ from __future__ import annotations
 import pytest
 
 from arena.benchmarks.models import Suite
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry, Score, State
+from arena.evaluations.models import EntryState, Run, RunEntry, State
 from arena.evaluations.regressions import regressions_for
-from arena.registry.models import Entry
 from arena.teams.models import Team
-from ensembles import stats
-from ensembles.suites import get_builtin
+from tests.arena.helpers import scored_run
+from tests.factories import EntryFactory, RunEntryFactory, SuiteFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -20,35 +18,7 @@ SIZE = 40  # 20 dev + 20 test items
 
 @pytest.fixture
 def suite(team):
-    return import_suite(team, get_builtin("arithmetic", size=SIZE))
-
-
-def model(team, name: str) -> Entry:
-    return Entry.objects.create(team=team, name=name, kind="hf", config={"path": f"/models/{name}"})
-
-
-def record(suite, results: dict[Entry, list[float]], *, state: str = State.DONE, entry_state: str = State.DONE) -> Run:
-    """A finished run whose entries scored ``values`` on the suite's test items, in item order."""
-    run = Run.objects.create(team=suite.team, suite=suite, splits=["test"], state=state)
-    items = list(suite.items.filter(split="test").order_by("position"))
-    for entry, values in results.items():
-        interval = stats.bootstrap_mean(values, seed=run.pk)
-        RunEntry.objects.create(
-            run=run,
-            entry=entry,
-            state=entry_state,
-            total_items=len(values),
-            done_items=len(values),
-            score=interval.mean if entry_state == State.DONE else None,
-            ci_low=interval.low,
-            ci_high=interval.high,
-            n=interval.n,
-        )
-        Score.objects.bulk_create(
-            Score(run=run, entry=entry, item=item, prediction="", value=v)
-            for item, v in zip(items, values, strict=False)
-        )
-    return run
+    return SuiteFactory(team=team, size=SIZE)
 
 
 def by_entry(run: Run) -> dict[str, dict]:
@@ -56,9 +26,9 @@ def by_entry(run: Run) -> dict[str, dict]:
 
 
 def test_a_clear_drop_on_the_same_items_is_a_paired_regression(team, suite):
-    a = model(team, "a")
-    before = record(suite, {a: [1.0] * 20})
-    after = record(suite, {a: [1.0] * 5 + [0.0] * 15})
+    a = EntryFactory(team=team, name="a")
+    before = scored_run(suite, {a: [1.0] * 20})
+    after = scored_run(suite, {a: [1.0] * 5 + [0.0] * 15})
 
     result = by_entry(after)["a"]
 
@@ -71,9 +41,9 @@ def test_a_clear_drop_on_the_same_items_is_a_paired_regression(team, suite):
 
 
 def test_a_few_items_swapping_between_right_and_wrong_is_no_regression(team, suite):
-    a = model(team, "a")
-    record(suite, {a: [1.0, 0.0] * 10})
-    after = record(suite, {a: [0.0, 1.0, 1.0, 0.0] + [1.0, 0.0] * 7 + [0.0, 0.0]})
+    a = EntryFactory(team=team, name="a")
+    scored_run(suite, {a: [1.0, 0.0] * 10})
+    after = scored_run(suite, {a: [0.0, 1.0, 1.0, 0.0] + [1.0, 0.0] * 7 + [0.0, 0.0]})
 
     result = by_entry(after)["a"]
 
@@ -83,19 +53,19 @@ def test_a_few_items_swapping_between_right_and_wrong_is_no_regression(team, sui
 
 
 def test_an_improvement_is_no_regression(team, suite):
-    a = model(team, "a")
-    record(suite, {a: [0.0] * 20})
-    result = by_entry(record(suite, {a: [1.0] * 20}))["a"]
+    a = EntryFactory(team=team, name="a")
+    scored_run(suite, {a: [0.0] * 20})
+    result = by_entry(scored_run(suite, {a: [1.0] * 20}))["a"]
     assert result["delta"] == 1.0 and result["regressed"] is False
 
 
 def test_on_a_new_suite_version_the_current_interval_is_held_against_the_previous_score(team, suite):
-    a, b = model(team, "a"), model(team, "b")
-    record(suite, {a: [1.0] * 20, b: [1.0] * 16 + [0.0] * 4})
-    newer = import_suite(team, get_builtin("arithmetic", size=SIZE, seed=1))
+    a, b = EntryFactory(team=team, name="a"), EntryFactory(team=team, name="b")
+    scored_run(suite, {a: [1.0] * 20, b: [1.0] * 16 + [0.0] * 4})
+    newer = SuiteFactory(team=team, size=SIZE, seed=1)
     assert newer.name == suite.name and newer.pk != suite.pk
 
-    after = by_entry(record(newer, {a: [1.0] * 4 + [0.0] * 16, b: [1.0] * 15 + [0.0] * 5}))
+    after = by_entry(scored_run(newer, {a: [1.0] * 4 + [0.0] * 16, b: [1.0] * 15 + [0.0] * 5}))
 
     assert after["a"]["method"] == after["b"]["method"] == "unpaired"
     # a: its whole interval lies below the previous 1.0; b: 0.75 with an interval reaching past 0.8.
@@ -108,15 +78,15 @@ def test_on_a_new_suite_version_the_current_interval_is_held_against_the_previou
 
 
 def test_the_previous_result_is_the_latest_earlier_finished_one_of_the_same_team_and_suite(team, suite):
-    a = model(team, "a")
-    kept = record(suite, {a: [0.0] * 20})
-    record(suite, {a: [0.0] * 20}, state=State.FAILED, entry_state=State.FAILED)  # no score
-    record(import_suite(team, get_builtin("logic", size=SIZE)), {a: [1.0] * 20})  # another suite
+    a = EntryFactory(team=team, name="a")
+    kept = scored_run(suite, {a: [0.0] * 20})
+    scored_run(suite, {a: [0.0] * 20}, state=State.FAILED, entry_state=EntryState.FAILED)  # no score
+    scored_run(SuiteFactory(team=team, builtin="logic", size=SIZE), {a: [1.0] * 20})  # another suite
     blue = Team.objects.get(slug="blue")
-    blue_suite = import_suite(blue, get_builtin("arithmetic", size=SIZE))
-    record(blue_suite, {model(blue, "a"): [1.0] * 20})  # another team's entry of the same name
-    current = record(suite, {a: [0.0] * 20})
-    record(suite, {a: [1.0] * 20})  # a later run
+    blue_suite = SuiteFactory(team=blue, size=SIZE)
+    scored_run(blue_suite, {EntryFactory(team=blue, name="a"): [1.0] * 20})  # another team's entry of the same name
+    current = scored_run(suite, {a: [0.0] * 20})
+    scored_run(suite, {a: [1.0] * 20})  # a later run
 
     result = by_entry(current)["a"]
 
@@ -125,25 +95,25 @@ def test_the_previous_result_is_the_latest_earlier_finished_one_of_the_same_team
 
 
 def test_a_first_result_and_an_unfinished_entry_have_nothing_to_compare(team, suite):
-    a, b = model(team, "a"), model(team, "b")
-    record(suite, {a: [1.0] * 20})
-    run = record(suite, {b: [1.0] * 20})
-    RunEntry.objects.create(run=run, entry=a, state=State.RUNNING, total_items=20)
+    a, b = EntryFactory(team=team, name="a"), EntryFactory(team=team, name="b")
+    scored_run(suite, {a: [1.0] * 20})
+    run = scored_run(suite, {b: [1.0] * 20})
+    RunEntryFactory(run=run, entry=a, state=EntryState.RUNNING, total_items=20)
     assert regressions_for(run) == []
 
 
 def test_judge_suites_are_not_compared_across_runs(team, suite):
-    a = model(team, "a")
+    a = EntryFactory(team=team, name="a")
     Suite.objects.filter(pk=suite.pk).update(task_type="judge")
     suite.refresh_from_db()
-    record(suite, {a: [1.0] * 20})
-    assert regressions_for(record(suite, {a: [0.0] * 20})) == []
+    scored_run(suite, {a: [1.0] * 20})
+    assert regressions_for(scored_run(suite, {a: [0.0] * 20})) == []
 
 
 def test_comparing_takes_a_constant_number_of_queries(team, suite, django_assert_max_num_queries):
-    entries = [model(team, f"m{i}") for i in range(6)]
-    record(suite, {e: [1.0] * 20 for e in entries})
-    run = Run.objects.select_related("suite").get(pk=record(suite, {e: [0.0] * 20 for e in entries}).pk)
+    entries = [EntryFactory(team=team, name=f"m{i}") for i in range(6)]
+    scored_run(suite, {e: [1.0] * 20 for e in entries})
+    run = Run.objects.select_related("suite").get(pk=scored_run(suite, {e: [0.0] * 20 for e in entries}).pk)
     with django_assert_max_num_queries(3):
         results = regressions_for(run)
     assert [r["entry"] for r in results] == [e.name for e in entries]
@@ -151,9 +121,9 @@ def test_comparing_takes_a_constant_number_of_queries(team, suite, django_assert
 
 
 def test_the_run_api_reports_regressions(api, team, suite):
-    a = model(team, "a")
-    record(suite, {a: [1.0] * 20})
-    after = record(suite, {a: [0.0] * 20})
+    a = EntryFactory(team=team, name="a")
+    scored_run(suite, {a: [1.0] * 20})
+    after = scored_run(suite, {a: [0.0] * 20})
 
     body = api("get", f"/runs/{after.pk}").json()
 

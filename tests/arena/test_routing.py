@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from arena.benchmarks.services import import_suite
 from arena.core.routing import gpu_queue, gpu_queues, shard_of
 from arena.evaluations import pipeline
-from arena.evaluations.models import Run, RunEntry, State, WorkItem
+from arena.evaluations.models import EntryState, Run, RunEntry, State, WorkItem
 from arena.evaluations.services import create_run
 from arena.evaluations.tasks import combine_blend, generate_batch, judge_run
 from arena.registry.backends import backend_for
 from arena.registry.services import register_blend, register_model
-from ensembles.suites import get_builtin
-from tests.arena.conftest import ROOT, WorkerProcess, wait_for
-from tests.conftest import make_tiny_variant
+from tests.arena.helpers import judge_suite
+from tests.factories import RunEntryFactory, RunFactory, SuiteFactory
+from tests.helpers import ROOT, WorkerProcess, wait_for
 
 FINGERPRINTS = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(64)]
 
@@ -54,7 +53,7 @@ def test_a_models_shard_is_the_same_in_every_process():
 def one_model_run(team, owner, tiny_llama_dir, settings):
     settings.ARENA_MODEL_ROOTS = [tiny_llama_dir.parent]
     entry = register_model(team, name="tiny", kind="hf", config={"path": str(tiny_llama_dir)}, user=owner)
-    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    suite = SuiteFactory(team=team, size=8)
     return entry, suite
 
 
@@ -63,11 +62,11 @@ def test_a_batch_goes_to_the_queue_of_its_models_shard(one_model_run, clean_redi
     settings.ARENA_GPU_SHARDS = 4
     entry, suite = one_model_run
     fingerprint = backend_for(entry).fingerprint()
-    run = Run.objects.create(team=entry.team, suite=suite, splits=["test"], state=State.RUNNING)
-    RunEntry.objects.create(run=run, entry=entry, fingerprint=fingerprint, state=State.RUNNING)
-    wi = WorkItem.objects.create(run=run, entry=entry, batch_index=0, item_ids=[])
+    run = RunFactory(suite=suite, state=State.RUNNING)
+    RunEntryFactory(run=run, entry=entry, fingerprint=fingerprint, state=EntryState.RUNNING)
+    work_item = WorkItem.objects.create(run=run, entry=entry, batch_index=0, item_ids=[])
 
-    generate_batch.delay(wi.pk)
+    generate_batch.delay(work_item.pk)
 
     depths = {q: clean_redis.llen(q) for q in [*gpu_queues(4), "gpu", "cpu"]}
     expected = f"gpu.{shard_of(fingerprint, 4)}"
@@ -96,8 +95,8 @@ def test_a_gpu_worker_consuming_only_its_models_shard_finishes_the_run(
     finally:
         worker.stop()
     assert run.state == State.DONE, run.error
-    re = RunEntry.objects.get(run=run, entry=entry)
-    assert re.done_items == re.total_items > 0
+    run_entry = RunEntry.objects.get(run=run, entry=entry)
+    assert run_entry.done_items == run_entry.total_items > 0
     assert WorkItem.objects.filter(run=run).exclude(state=State.DONE).count() == 0
     # Nothing was left in another shard's queue, nor in the plain one no worker consumes here.
     assert {q: clean_redis.llen(q) for q in [*gpu_queues(4), "gpu"]} == dict.fromkeys([*gpu_queues(4), "gpu"], 0)
@@ -107,15 +106,13 @@ def test_a_gpu_worker_consuming_only_its_models_shard_finishes_the_run(
 
 
 @pytest.fixture
-def calling_team(team, owner, tiny_llama_dir, settings, tmp_path):
+def calling_team(team, owner, tiny_variant, settings, tmp_path):
     """Two members, a fuser and a judge (tiny variants), a fuser blend and a vote over the members."""
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
     models = {
-        name: register_model(
-            team, name=name, kind="hf", config={"path": str(make_tiny_variant(tiny_llama_dir, root / name, seed))}
-        )
+        name: register_model(team, name=name, kind="hf", config={"path": str(tiny_variant(root / name, seed))})
         for seed, name in enumerate(("tiny-a", "tiny-b", "tiny-fuser"), start=1)
     }
     blends = {
@@ -138,7 +135,7 @@ def test_a_calling_blend_combines_on_its_called_models_shard_and_a_voting_blend_
 ):
     settings.ARENA_GPU_SHARDS = 4
     models, blends = calling_team
-    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    suite = SuiteFactory(team=team, size=8)
     run = create_run(team, suite, list(blends.values()), user=owner)
     pipeline.plan_run(run.pk)  # not committed in this test, so nothing sent it; plan by hand
     run.refresh_from_db()
@@ -157,7 +154,7 @@ def test_a_calling_blend_combines_on_its_called_models_shard_and_a_voting_blend_
 @pytest.mark.django_db
 def test_with_one_shard_calling_blends_go_to_the_gpu_queue(calling_team, team, owner, clean_redis):
     _, blends = calling_team
-    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    suite = SuiteFactory(team=team, size=8)
     run = create_run(team, suite, [blends["fused"], blends["vote"]], user=owner)
     pipeline.plan_run(run.pk)
     clean_redis.flushdb()
@@ -173,7 +170,7 @@ def test_a_calling_blend_whose_model_cannot_be_checked_is_left_to_the_cpu_queue(
     models, blends = calling_team
     for weights in Path(models["tiny-fuser"].config["path"]).glob("*.safetensors"):
         weights.unlink()
-    suite = import_suite(team, get_builtin("arithmetic", size=8))
+    suite = SuiteFactory(team=team, size=8)
     run = create_run(team, suite, [blends["fused"]], user=owner)
     pipeline.plan_run(run.pk)
     run.refresh_from_db()
@@ -186,11 +183,9 @@ def test_a_calling_blend_whose_model_cannot_be_checked_is_left_to_the_cpu_queue(
 
 @pytest.mark.django_db
 def test_judging_goes_to_the_judges_shard(calling_team, team, owner, clean_redis, settings):
-    from tests.arena.test_judge_runs import judge_suite
-
     settings.ARENA_GPU_SHARDS = 4
     models, _ = calling_team
-    suite = import_suite(team, judge_suite())
+    suite = SuiteFactory(team=team, library=judge_suite())
     run = create_run(team, suite, [models["tiny-a"], models["tiny-b"]], user=owner, judge=models["tiny-fuser"])
     pipeline.plan_run(run.pk)
     run.refresh_from_db()

@@ -8,23 +8,22 @@ import pytest
 from django.db import connection
 from django_celery_beat.models import PeriodicTask
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.models import Run, State
 from arena.registry.backends import backend_for
 from arena.registry.services import register_blend, register_model
 from arena.schedules import services
 from arena.schedules.models import Firing, Outcome, Refresh, Schedule
 from arena.teams.models import ApiToken, Role
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form, wait_for
-from tests.arena.test_schedules import NIGHT, _done
+from tests.arena.helpers import NIGHT, done_result
+from tests.factories import RunFactory, SuiteFactory
+from tests.helpers import csrf_client, post_form, wait_for
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def suite(team):
-    return import_suite(team, get_builtin("arithmetic", size=12))  # 6 dev + 6 test items
+    return SuiteFactory(team=team, size=12)  # 6 dev + 6 test items
 
 
 @pytest.fixture
@@ -49,11 +48,11 @@ def test_run_now_through_the_api_queues_a_firing_that_a_worker_turns_into_a_run(
 
     assert response.status_code == 202
     body = response.json()
-    assert (body["outcome"], body["manual"], body["run"]) == ("pending", True, None)
+    assert (body["outcome"], body["manual"], body["run"]) == (Outcome.PENDING, True, None)
     # What the worker's task does with it: the rules of a cron firing.
     firing = services.start_firing(body["id"])
     assert firing.outcome == Outcome.STARTED and firing.run.suite.name == "arithmetic"
-    assert {re.entry.name for re in firing.run.run_entries.filter(is_target=True)} == {"a", "vote"}
+    assert {run_entry.entry.name for run_entry in firing.run.run_entries.filter(is_target=True)} == {"a", "vote"}
     assert services.start_firing(body["id"]) is None  # delivered twice: one run
     assert Run.objects.count() == 1
     listed = api("get", f"/schedules/{schedule.pk}").json()["recent_firings"]
@@ -85,8 +84,8 @@ def test_a_nightly_run_still_going_makes_run_now_a_409_too(api, schedule):
 def test_run_now_by_the_refresh_rule_starts_nothing_when_nothing_changed_and_says_why(team, suite, entries):
     a, b, vote = entries
     schedule = services.save_schedule(team, name="n", suite="arithmetic", entries=["a"], refresh=Refresh.CHANGED)
-    earlier = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.DONE)
-    _done(earlier, a, backend_for(a).fingerprint())
+    earlier = RunFactory(suite=suite)
+    done_result(earlier, a, backend_for(a).fingerprint())
 
     firing = services.start_firing(services.run_now(schedule).pk)
     assert firing.outcome == Outcome.SKIPPED and firing.run is None
@@ -145,10 +144,10 @@ def test_two_clicks_at_once_make_one_firing(team, suite, entries):
             connection.close()
 
     threads = [threading.Thread(target=click) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert Firing.objects.count() == 1
     assert sorted(type(r).__name__ for r in results) == ["ScheduleBusy", "int"]
 
@@ -245,11 +244,11 @@ def test_an_entry_whose_last_result_did_not_cover_the_schedules_splits_is_evalua
     schedule = services.save_schedule(
         team, name="n", suite="arithmetic", entries=["a"], refresh=Refresh.CHANGED, splits=["dev", "test"]
     )
-    earlier = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.DONE)
-    _done(earlier, a, backend_for(a).fingerprint())
+    earlier = RunFactory(suite=suite)
+    done_result(earlier, a, backend_for(a).fingerprint())
     assert services.fire(schedule.pk, now=NIGHT).outcome == Outcome.STARTED
-    covered = Run.objects.create(team=team, suite=suite, splits=["dev", "test"], state=State.DONE)
-    _done(covered, a, backend_for(a).fingerprint())
+    covered = RunFactory(suite=suite, splits=["dev", "test"])
+    done_result(covered, a, backend_for(a).fingerprint())
     assert services.fire(schedule.pk, now=NIGHT.replace(day=11)).outcome == Outcome.SKIPPED
 
 

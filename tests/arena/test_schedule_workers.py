@@ -21,15 +21,14 @@ from django_celery_beat.models import PeriodicTask
 from arena.alerts import services as alerts
 from arena.alerts.models import Channel, Delivery, Notice, Regression, RegressionAlert
 from arena.alerts.tasks import check_regressions
-from arena.benchmarks.services import import_suite
 from arena.evaluations import pipeline
-from arena.evaluations.models import Run, RunEntry, Score, State
-from arena.registry.models import Entry
+from arena.evaluations.models import Run, RunEntry, State
+from arena.registry.models import Entry, Kind
 from arena.schedules import services
 from arena.schedules.models import Firing, Schedule
-from ensembles import stats
-from ensembles.suites import get_builtin
-from tests.arena.conftest import ROOT, WorkerProcess, csrf_client, wait_for
+from tests.arena.helpers import scored_run
+from tests.factories import EntryFactory, SuiteFactory
+from tests.helpers import ROOT, WorkerProcess, csrf_client, wait_for
 
 SIZE = 40  # 20 dev + 20 test items
 
@@ -100,38 +99,17 @@ def scripted_webhook():
 
 @pytest.fixture
 def suite(team):
-    return import_suite(team, get_builtin("arithmetic", size=SIZE))
+    return SuiteFactory(team=team, size=SIZE)
 
 
 def model(team, name: str) -> Entry:
-    return Entry.objects.create(team=team, name=name, kind="hf", config={"path": f"/nonexistent/{name}"})
+    """A model entry whose path holds no files."""
+    return EntryFactory(team=team, name=name, kind=Kind.HF, config={"path": f"/nonexistent/{name}"})
 
 
 def record(suite, results: dict[Entry, list[float]], *, state: str = State.DONE) -> Run:
-    """A run whose entries are done with ``values`` on the suite's test items, in item order."""
-    now = timezone.now()
-    run = Run.objects.create(team=suite.team, suite=suite, splits=["test"], state=state, started_at=now)
-    if state in (State.DONE, State.FAILED):
-        Run.objects.filter(pk=run.pk).update(finished_at=now)
-    items = list(suite.items.filter(split="test").order_by("position"))
-    for entry, values in results.items():
-        interval = stats.bootstrap_mean(values, seed=run.pk)
-        RunEntry.objects.create(
-            run=run,
-            entry=entry,
-            state=State.DONE,
-            total_items=len(values),
-            done_items=len(values),
-            score=interval.mean,
-            ci_low=interval.low,
-            ci_high=interval.high,
-            n=interval.n,
-        )
-        Score.objects.bulk_create(
-            Score(run=run, entry=entry, item=item, prediction="", value=v)
-            for item, v in zip(items, values, strict=True)
-        )
-    return run
+    """A run started now whose entries are done with ``values`` on the suite's test items, in item order."""
+    return scored_run(suite, results, state=state, at=timezone.now())
 
 
 @pytest.fixture

@@ -9,25 +9,23 @@ import pytest
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from arena.alerts.queries import notifications_for
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry, State
+from arena.evaluations.models import EntryState, Run, RunEntry, State
 from arena.registry.backends import backend_for
 from arena.registry.models import Entry
 from arena.registry.services import put_model, register_blend, register_model
 from arena.schedules import services
 from arena.schedules.models import Firing, Outcome, Refresh, Schedule
 from arena.teams.models import ApiToken, Role, Team
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client, post_form
+from tests.arena.helpers import NIGHT, done_result
+from tests.factories import RunEntryFactory, RunFactory, SuiteFactory
+from tests.helpers import csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
-
-NIGHT = datetime(2026, 3, 10, 2, 0, 3, tzinfo=UTC)  # three seconds after a nightly 02:00 UTC slot
 
 
 @pytest.fixture
 def suite(team):
-    return import_suite(team, get_builtin("arithmetic", size=12))
+    return SuiteFactory(team=team, size=12)
 
 
 def endpoint(team, name: str, revision: str = "") -> Entry:
@@ -267,7 +265,7 @@ def test_a_member_deletes_a_schedule_on_its_page_and_beat_forgets_it(teammate, t
 
 def test_deleting_a_team_deletes_its_beat_tasks(team):
     blue = Team.objects.get(slug="blue")
-    import_suite(blue, get_builtin("arithmetic", size=12))
+    SuiteFactory(team=blue, size=12)
     endpoint(blue, "x")
     schedule = schedule_for(blue, ["x"])
     task_id = schedule.periodic_task_id
@@ -319,7 +317,7 @@ def test_firing_twice_for_the_same_night_makes_one_run(team, suite, entries):
     assert first.outcome == Outcome.STARTED and first.slot == datetime(2026, 3, 10, 2, 0, tzinfo=UTC)
     run = Run.objects.get()
     assert first.run == run and run.suite == suite
-    assert {re.entry.name: re.is_target for re in RunEntry.objects.filter(run=run)} == {
+    assert {run_entry.entry.name: run_entry.is_target for run_entry in RunEntry.objects.filter(run=run)} == {
         "a": True,
         "vote": True,
         "b": False,
@@ -344,24 +342,18 @@ def test_a_firing_a_few_seconds_early_belongs_to_its_slot_and_zones_follow_dayli
 
 def test_the_latest_suite_version_at_firing_time_is_evaluated(team, suite, entries):
     schedule = schedule_for(team, ["a"])
-    newer = import_suite(team, get_builtin("arithmetic", size=14))
+    newer = SuiteFactory(team=team, size=14)
     assert newer.pk != suite.pk
     assert services.fire(schedule.pk, now=NIGHT).run.suite == newer
-
-
-def _done(run: Run, entry: Entry, fingerprint: str) -> None:
-    RunEntry.objects.create(
-        run=run, entry=entry, state=State.DONE, score=0.5, ci_low=0.3, ci_high=0.7, n=6, fingerprint=fingerprint
-    )
 
 
 def test_only_entries_whose_models_changed_are_evaluated_again(team, suite, entries):
     a, b, vote = entries
     schedule = schedule_for(team, ["a", "b", "vote"], refresh=Refresh.CHANGED)
-    earlier = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.DONE)
+    earlier = RunFactory(suite=suite)
     for e in (a, b):
-        _done(earlier, e, backend_for(e).fingerprint())
-    _done(earlier, vote, "")
+        done_result(earlier, e, backend_for(e).fingerprint())
+    done_result(earlier, vote, "")
 
     skipped = services.fire(schedule.pk, now=NIGHT)
     assert skipped.outcome == Outcome.SKIPPED and skipped.run is None
@@ -373,7 +365,7 @@ def test_only_entries_whose_models_changed_are_evaluated_again(team, suite, entr
     started = services.fire(schedule.pk, now=NIGHT + timedelta(days=1))
 
     assert started.outcome == Outcome.STARTED
-    targets = {re.entry.name for re in RunEntry.objects.filter(run=started.run, is_target=True)}
+    targets = {run_entry.entry.name for run_entry in RunEntry.objects.filter(run=started.run, is_target=True)}
     assert targets == {"a", "vote"}  # the blend's member a changed; b did not
     assert started.note == f"unchanged since their last result on v{suite.version}, left out: b"
     assert Run.objects.count() == 2
@@ -403,19 +395,19 @@ def test_the_queue_shows_waiting_running_done_and_failed_runs_with_reasons_and_w
     a, b, vote = entries
     schedule = schedule_for(team, ["a"], cron="30 5 * * *")
     services.fire(schedule.pk, now=NIGHT + timedelta(hours=4))  # a waiting run, started by the schedule
-    running = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.RUNNING)
-    RunEntry.objects.create(run=running, entry=a, state=State.RUNNING, total_items=6, done_items=2)
+    running = RunFactory(suite=suite, state=State.RUNNING)
+    RunEntryFactory(run=running, entry=a, state=EntryState.RUNNING, total_items=6, done_items=2)
     from arena.evaluations.models import WorkItem
 
     WorkItem.objects.create(
         run=running, entry=a, batch_index=0, item_ids=[], state=State.QUEUED, attempts=1, error="endpoint timed out"
     )
-    failed = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.FAILED, error="b: gone")
-    RunEntry.objects.create(run=failed, entry=b, state=State.FAILED, error="model file missing")
-    done = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.DONE)
+    failed = RunFactory(suite=suite, state=State.FAILED, error="b: gone")
+    RunEntryFactory(run=failed, entry=b, state=EntryState.FAILED, error="model file missing")
+    done = RunFactory(suite=suite)
     skipper = schedule_for(team, ["a"], name="skipper", refresh=Refresh.CHANGED)
-    earlier = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.DONE)
-    _done(earlier, a, backend_for(a).fingerprint())
+    earlier = RunFactory(suite=suite)
+    done_result(earlier, a, backend_for(a).fingerprint())
     services.fire(skipper.pk, now=NIGHT)
 
     page = csrf_client(viewer).get(f"/t/{team.slug}/queue/")
@@ -439,5 +431,5 @@ def test_the_queue_shows_waiting_running_done_and_failed_runs_with_reasons_and_w
     assert by_id[running.pk]["done_items"] == 2 and by_id[running.pk]["total_items"] == 6
     assert sorted(u["schedule"] for u in body["upcoming"]) == ["nightly", "skipper"]
     assert body["upcoming"][0]["next_run_at"] <= body["upcoming"][1]["next_run_at"]
-    assert body["not_started"][0]["outcome"] == "skipped"
+    assert body["not_started"][0]["outcome"] == Outcome.SKIPPED
     assert api("get", "/queue?state=lost").status_code == 422

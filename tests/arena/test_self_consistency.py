@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations.cache import generation_key
 from arena.evaluations.models import Generation, RunEntry, Score, State
 from arena.evaluations.pipeline.generate import decoding_for
@@ -14,9 +13,8 @@ from arena.registry.models import Entry
 from arena.registry.services import register_blend, register_model
 from ensembles.metrics import EXTRACTORS
 from ensembles.strategies import Sampling
-from ensembles.suites import get_builtin
-from tests.arena.conftest import finished, wait_for
-from tests.conftest import make_tiny_variant
+from tests.factories import SuiteFactory
+from tests.helpers import finished, wait_for
 
 K = 4
 SEED = 3
@@ -24,12 +22,12 @@ TEST_ITEMS = 8
 
 
 @pytest.fixture
-def tiny(team, owner, tiny_llama_dir, settings, tmp_path):
+def tiny(team, owner, tiny_variant, settings, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
     for seed, name in enumerate(("tiny-a", "tiny-b"), start=1):
-        make_tiny_variant(tiny_llama_dir, root / name, seed=seed)
+        tiny_variant(root / name, seed=seed)
         register_model(team, name=name, kind="hf", config={"path": str(root / name)}, user=owner)
     return Entry.objects.get(team=team, name="tiny-a")
 
@@ -62,7 +60,7 @@ def test_a_temperature_out_of_range_is_a_422_naming_the_field_and_range(api, tin
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_self_consistency_votes_k_seeded_samples_that_a_second_run_finds_cached(worker, team, owner, tiny):
-    suite = import_suite(team, get_builtin("arithmetic", size=2 * TEST_ITEMS))
+    suite = SuiteFactory(team=team, size=2 * TEST_ITEMS)
     params = {"k": K, "temperature": 1.0, "top_p": 1.0, "seed": SEED}
     blend = register_blend(team, name="sc", strategy="self_consistency", params=params, members=["tiny-a"])
     run = create_run(team, suite, [blend], user=owner)

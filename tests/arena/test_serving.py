@@ -1,33 +1,48 @@
-"""The OpenAI-compatible endpoint, called over real HTTP by the arena's own `openai` backend."""
+"""The OpenAI-compatible endpoint, called over real HTTP by the arena's own `openai` backend and by
+the official `openai` SDK, sync and async, as clients use it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 
+import openai
 import pytest
+from transformers import AutoTokenizer
 
 from arena.evaluations.models import Generation
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken
-from ensembles.backends import BackendError, BackendOptions, DecodingParams, make_backend
-from tests.conftest import make_tiny_variant
+from ensembles.backends import BackendError, BackendOptions, DecodingParams, make_backend, transcript
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def served(team, settings, tiny_llama_dir, tmp_path):
+def served(team, settings, tiny_variant, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
-    paths = [make_tiny_variant(tiny_llama_dir, root / f"m{i}", seed=i) for i in range(3)]
+    paths = [tiny_variant(root / f"m{i}", seed=i) for i in range(3)]
     for i, path in enumerate(paths):
         register_model(team, name=f"m{i}", kind="hf", config={"path": str(path)})
+    chat = tiny_variant(root / "chat", seed=7)
+    config = json.loads((chat / "tokenizer_config.json").read_text())
+    config["chat_template"] = CHAT_TEMPLATE
+    (chat / "tokenizer_config.json").write_text(json.dumps(config))
+    register_model(team, name="chat", kind="hf", config={"path": str(chat)})
     register_blend(team, name="vote", strategy="majority_vote", params={}, members=["m0", "m1", "m2"])
     register_blend(team, name="learned", strategy="stacking", params={}, members=["m0", "m1"])
     register_blend(team, name="fused", strategy="gen_fuser", params={"fuser": "m2"}, members=["m0", "m1"])
-    return ApiToken.issue(team, "serve")[1], paths
+    return ApiToken.issue(team, "serve")[1], [*paths, chat]
+
+
+# Each turn as "<role> <content>", then the answer cue: a template the word-level tokenizer can count.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} \n {% endfor %}"
+    "{% if add_generation_prompt %}Answer:{% endif %}"
+)
 
 
 def call(url: str, body: dict | None, token: str | None):
@@ -96,7 +111,7 @@ def test_models_lists_the_teams_entries_only(live_server, served):
     token, _ = served
     status, body = call(f"{live_server.url}/v1/models", None, token)
     assert status == 200
-    assert {m["id"] for m in body["data"]} == {"m0", "m1", "m2", "vote", "learned", "fused"}
+    assert {m["id"] for m in body["data"]} == {"m0", "m1", "m2", "chat", "vote", "learned", "fused"}
 
 
 def test_bad_requests_get_openai_style_errors(live_server, served, team):
@@ -121,3 +136,210 @@ def test_another_teams_token_cannot_reach_these_models(live_server, served):
     )
     with pytest.raises(BackendError, match="HTTP 404"):
         remote.generate(["hi"], DecodingParams(max_new_tokens=2))
+
+
+@pytest.fixture
+def sdk(live_server, served):
+    token, paths = served
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=token, max_retries=0, timeout=60)
+    yield client, paths
+    client.close()
+
+
+CONVERSATION = [
+    {"role": "system", "content": "What is 1 + 1 ?"},
+    {"role": "developer", "content": "Answer:"},
+    {"role": "user", "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "2 + 2 ?"}]},
+    {"role": "assistant", "content": None},
+    {"role": "user", "content": "What is 3 ?"},
+]
+# As every chat template reads it: developer is system, text parts joined by newlines, null content empty.
+TURNS = [
+    {"role": "system", "content": "What is 1 + 1 ?"},
+    {"role": "system", "content": "Answer:"},
+    {"role": "user", "content": "What is\n2 + 2 ?"},
+    {"role": "assistant", "content": ""},
+    {"role": "user", "content": "What is 3 ?"},
+]
+
+
+def test_the_sdk_sends_a_whole_conversation_through_the_models_chat_template(sdk):
+    client, paths = sdk
+    answer = client.chat.completions.create(model="chat", messages=CONVERSATION, max_tokens=4, stop=[])
+    tokenizer = AutoTokenizer.from_pretrained(paths[3])
+    templated = tokenizer.apply_chat_template(TURNS, tokenize=False, add_generation_prompt=True)
+    assert answer.usage.prompt_tokens == len(tokenizer(templated, add_special_tokens=False)["input_ids"])
+    local = make_backend("hf", {"path": str(paths[3])}, options=BackendOptions(device="cpu"))
+    [expected] = local.generate([TURNS], DecodingParams(max_new_tokens=4, stop=()))
+    assert answer.choices[0].message.content == expected.text
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_a_model_without_a_chat_template_reads_the_conversation_as_a_transcript(sdk):
+    client, paths = sdk
+    answer = client.chat.completions.create(model="m0", messages=CONVERSATION, max_tokens=3, stop=[])
+    local = make_backend("hf", {"path": str(paths[0])}, options=BackendOptions(device="cpu"))
+    [expected] = local.generate([transcript(TURNS)], DecodingParams(max_new_tokens=3, stop=()))
+    assert answer.choices[0].message.content == expected.text
+    assert answer.usage.prompt_tokens == expected.prompt_tokens
+
+
+def test_n_samples_stop_lists_and_max_completion_tokens_are_honoured(sdk):
+    client, _ = sdk
+    ask = {"model": "m1", "messages": [{"role": "user", "content": "What is 4 ?"}], "seed": 3}
+    cut = client.chat.completions.create(**ask, max_completion_tokens=2, stop=None)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
+    samples = client.chat.completions.create(**ask, n=3, temperature=1.5, max_completion_tokens=6)
+    assert [c.index for c in samples.choices] == [0, 1, 2]
+    texts = [c.message.content for c in samples.choices]
+    assert len(set(texts)) > 1, "each choice is its own sample"
+    again = client.chat.completions.create(**ask, n=3, temperature=1.5, max_completion_tokens=6)
+    assert [c.message.content for c in again.choices] == texts  # seeded samples, from the generation cache
+    full = client.chat.completions.create(**ask, max_tokens=6, stop=[]).choices[0].message.content
+    stop = f" {full.split()[2]} "
+    stopped = client.chat.completions.create(**ask, max_tokens=6, stop=["no such text", stop])
+    assert stopped.choices[0].message.content == full[: full.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    greedy = client.chat.completions.create(**ask, n=2, max_tokens=3)
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
+
+
+def test_logprobs_carry_token_strings_bytes_and_the_top_alternatives(sdk):
+    client, _ = sdk
+    ask = {"messages": [{"role": "user", "content": "What is 5 ?"}], "max_tokens": 4, "stop": []}
+    answer = client.chat.completions.create(model="m2", **ask, logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens == 4
+    assert " ".join(t.token for t in content) == answer.choices[0].message.content
+    for t in content:
+        assert t.bytes == list(t.token.encode()) and len(t.top_logprobs) == 3
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        assert t.top_logprobs[0].token == t.token  # greedy takes the most likely token
+    plain = client.chat.completions.create(model="m2", **ask)
+    assert plain.choices[0].logprobs is None
+    voted = client.chat.completions.create(model="vote", **ask, logprobs=True)
+    assert voted.choices[0].logprobs.content and voted.choices[0].logprobs.content[0].top_logprobs == []
+
+
+def test_fields_clients_send_by_default_are_accepted(sdk):
+    client, _ = sdk
+    answer = client.chat.completions.create(
+        model="m0",
+        messages=[{"role": "user", "content": "What is 6 ?"}],
+        max_tokens=2,
+        user="someone",
+        response_format={"type": "text"},
+        parallel_tool_calls=True,
+        frequency_penalty=0,
+        presence_penalty=0,
+        logit_bias={},
+        tool_choice="none",
+        stream_options=None,
+    )
+    assert answer.object == "chat.completion" and answer.choices[0].message.role == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"logit_bias": {"5": 10}}, "logit_bias"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}]}
+                ]
+            },
+            "messages[0].content[0].type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages[0].content[0].type",
+        ),
+    ],
+)
+def test_what_the_arena_cannot_honour_is_a_400_naming_the_parameter(sdk, extra, param):
+    client, _ = sdk
+    ask = {"model": "m0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**ask)
+    assert caught.value.status_code == 400 and caught.value.param == param
+    assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
+
+
+def test_models_retrieve_answers_the_teams_entries_and_404s_the_rest(sdk):
+    client, _ = sdk
+    card = client.models.retrieve("vote")
+    assert card.id == "vote" and card.object == "model" and card.owned_by == "red"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("nope")
+    assert caught.value.body["type"] == "not_found_error"
+    from arena.teams.models import Team
+
+    register_model(Team.objects.get(slug="blue"), name="theirs", kind="hf", config={"path": str(sdk[1][0])})
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("theirs")
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="theirs", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_every_error_comes_in_openais_shape_with_the_sdks_error_types(sdk, live_server, settings):
+    client, _ = sdk
+    stranger = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="arena_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        stranger.models.list()
+    assert caught.value.body["type"] == "authentication_error"
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.get("/chat/completions", cast_to=object)
+    assert caught.value.status_code == 405 and caught.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.NotFoundError):
+        client.get("/no/such/route", cast_to=object)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="m0", messages=[{"role": "user", "content": "1 " * 10_000}])
+    assert caught.value.status_code == 413 and "larger" in caught.value.body["message"]
+    settings.ARENA_TOKEN_FAILURE_LIMIT = 2
+    with pytest.raises(openai.AuthenticationError):
+        stranger.models.list()  # the second bad token from this address
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.models.list()  # even a good token, from an address that sent too many bad ones
+    assert caught.value.body["type"] == "rate_limit_error"
+
+
+def test_a_repeated_idempotency_key_returns_the_first_answer_without_paying_again(sdk):
+    client, _ = sdk
+    ask = {"model": "vote", "messages": [{"role": "user", "content": "What is 8 ?"}], "max_tokens": 3}
+    first = client.chat.completions.with_raw_response.create(**ask, extra_headers={"Idempotency-Key": "retry-1"})
+    count = Generation.objects.count()
+    again = client.chat.completions.with_raw_response.create(**ask, extra_headers={"Idempotency-Key": "retry-1"})
+    assert again.parse().id == first.parse().id and again.headers["Idempotent-Replayed"] == "true"
+    assert Generation.objects.count() == count
+    other = client.chat.completions.create(**ask)
+    assert other.id != first.parse().id
+    with pytest.raises(openai.ConflictError):
+        client.chat.completions.create(**{**ask, "max_tokens": 4}, extra_headers={"Idempotency-Key": "retry-1"})
+
+
+def test_the_async_sdk_chats_and_reads_models_alongside(live_server, served):
+    token, _ = served
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=f"{live_server.url}/v1", api_key=token, max_retries=0) as client:
+            ask = {"messages": [{"role": "user", "content": "What is 9 ?"}], "max_tokens": 3}
+            answers = await asyncio.gather(
+                client.chat.completions.create(model="m0", **ask),
+                client.chat.completions.create(model="chat", **ask, logprobs=True),
+                client.models.retrieve("m1"),
+            )
+            with pytest.raises(openai.NotFoundError):
+                await client.models.retrieve("nope")
+            return answers
+
+    single, templated, card = asyncio.run(main())
+    assert single.model == "m0" and single.choices[0].finish_reason in ("stop", "length")
+    assert len(templated.choices[0].logprobs.content) == templated.usage.completion_tokens
+    assert card.id == "m1"

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from arena.benchmarks.services import import_suite
 from arena.evaluations import analysis, queries
-from arena.evaluations.models import Run, RunEntry, Score
-from arena.registry.models import BlendMember, Entry
+from arena.evaluations.models import Run, Score, State
 from ensembles import copula
-from ensembles.suites import get_builtin
-from tests.arena.conftest import csrf_client
+from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
+from tests.helpers import csrf_client
 
 pytestmark = pytest.mark.django_db
 
@@ -23,32 +21,30 @@ ACCURACY = {"a": 0.75, "b": 0.65, "c": 0.6, "d": 0.55}
 
 @pytest.fixture
 def suite(team):
-    return import_suite(team, get_builtin("arithmetic", size=40))  # 20 dev + 20 test items
+    return SuiteFactory(team=team, size=40)  # 20 dev + 20 test items
 
 
-def make_run(team, suite, *, splits=("dev", "test"), state="done", value=lambda right: float(right)) -> Run:
+def make_run(team, suite, *, splits=("dev", "test"), state=State.DONE, value=lambda right: float(right)) -> Run:
     """Four single models whose correctness shares a latent factor, and a vote over them.
 
     Right answers agree; each member's wrong answers are its own, as on an open question.
     """
-    run = Run.objects.create(team=team, suite=suite, splits=list(splits), state=state)
+    run = RunFactory(team=team, suite=suite, splits=list(splits), state=state)
     items = list(suite.items.filter(split__in=splits).order_by("position"))
     latent = np.random.default_rng(7).multivariate_normal(
         np.zeros(4), np.full((4, 4), 0.5) + 0.5 * np.eye(4), len(items)
     )
     right = latent < sps.norm.ppf(list(ACCURACY.values()))
-    members = [Entry.objects.create(team=team, name=n, kind="gguf", config={"path": f"/m/{n}.gguf"}) for n in ACCURACY]
-    vote = Entry.objects.create(team=team, name="vote", kind="blend", strategy="majority_vote")
-    for i, m in enumerate(members):
-        BlendMember.objects.create(blend=vote, member=m, position=i)
+    members = [EntryFactory(team=team, name=name) for name in ACCURACY]
+    vote = BlendFactory(team=team, name="vote", members=members)
     for col, entry in enumerate(members):
-        RunEntry.objects.create(run=run, entry=entry, state=state, total_items=len(items), done_items=len(items))
+        RunEntryFactory(run=run, entry=entry, state=state, total_items=len(items), done_items=len(items))
         for row, item in enumerate(items):
             ok = bool(right[row, col])
             Score.objects.create(
                 run=run, entry=entry, item=item, prediction="42" if ok else f"{entry.name}-{row}", value=value(ok)
             )
-    RunEntry.objects.create(run=run, entry=vote, state=state)
+    RunEntryFactory(run=run, entry=vote, state=state)
     return run
 
 
@@ -126,6 +122,6 @@ def test_a_run_without_dev_items_fits_the_model_on_test_and_says_so(owner, team,
 
 
 def test_a_run_still_going_has_no_curve_and_stores_nothing(team, suite, api):
-    run = make_run(team, suite, state="running")
+    run = make_run(team, suite, state=State.RUNNING)
     assert api("get", f"/runs/{run.pk}").json()["size_curve"] is None
     assert Run.objects.get(pk=run.pk).results == {}

@@ -9,29 +9,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.teams.models import ApiToken, Role
-from tests.arena.conftest import csrf_client
+from tests.arena.helpers import ITEMS, MANIFEST, jsonl
+from tests.helpers import csrf_client
 
 pytestmark = pytest.mark.django_db
-
-MANIFEST = """\
-name: capitals
-version: "1"
-task_type: generation
-prompt_template: "Q: {input}\\nA:"
-answer_extraction: first_line
-metric: exact_match
-"""
-
-
-def jsonl(*rows: dict) -> str:
-    return "".join(json.dumps(r) + "\n" for r in rows)
-
-
-ITEMS = jsonl(
-    {"id": "fr", "input": "Capital of France?", "reference": "Paris", "split": "dev"},
-    {"id": "de", "input": "Capital of Germany?", "reference": "Berlin", "split": "test"},
-    {"id": "it", "input": "Capital of Italy?", "reference": "Rome", "split": "test"},
-)
 
 
 def upload(api, files: dict, **extra):

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from arena.teams.models import ApiToken, Invitation, Membership, Role, hash_token
-from tests.arena.conftest import PASSWORD, csrf_client, post_form
+from tests.helpers import PASSWORD, csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,8 @@ def test_the_dashboard_is_for_members_only(request, team, persona, status):
 
 
 def test_an_owner_invites_and_the_invitee_joins_with_the_given_role(owner, team, outsider):
+    outsider.email = "o@example.com"  # an invitation is accepted by the account with the invited address
+    outsider.save()
     client = csrf_client(owner)
     response = post_form(
         client, f"/t/{team.slug}/admin/", {"action": "invite", "email": "o@example.com", "role": "viewer"}

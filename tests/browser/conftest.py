@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.arena.conftest import ROOT, clean_redis, database_url, worker, worker_roots  # noqa: F401 - fixtures
+from tests.helpers import ROOT, database_url, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # No GPU, no sandbox (containers), and nothing reached beyond the arena itself.
@@ -30,16 +30,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def arena_server(transactional_db, clean_redis, worker_roots, tmp_path):  # noqa: F811 - fixtures imported above
+def arena_server(transactional_db, clean_redis, worker_roots, tmp_path):
     """daphne serving arena.asgi (pages and websockets) on a free port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         DATABASE_URL=database_url(),

@@ -16,17 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_tiny_variant
-
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def tiny_models(tiny_llama_dir, worker_roots):
+def tiny_models(tiny_variant, worker_roots):
     # Under the test's temporary folder, which is one of the model roots the server and worker accept.
     root = Path(worker_roots[-1]) / "browser-models"
     root.mkdir(exist_ok=True)
-    return [make_tiny_variant(tiny_llama_dir, root / f"tiny-{x}", seed=n) for n, x in enumerate("ab", start=1)]
+    return [tiny_variant(root / f"tiny-{x}", seed=n) for n, x in enumerate("ab", start=1)]
 
 
 def shoot(page, name: str, tmp_path: Path) -> None:

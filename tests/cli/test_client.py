@@ -14,7 +14,8 @@ from arena_cli.client import detail_message
 from arena_cli.errors import CliError, Exit
 from arena_cli.output import Follower
 from arena_cli.suites import detect, parse_columns, upload_body
-from tests.cli.conftest import ROOT, run_cli
+from tests.cli.helpers import run_cli
+from tests.helpers import ROOT
 
 
 def test_importing_the_client_loads_neither_django_nor_torch():

@@ -11,8 +11,7 @@ from arena.evaluations.models import Run
 from arena.registry.models import Entry
 from arena.teams.models import ApiToken, Role
 from arena_cli.errors import Exit
-from tests.cli.conftest import run_cli
-from tests.conftest import make_tiny_variant
+from tests.cli.helpers import run_cli
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,11 +30,11 @@ ITEMS = "".join(
 
 
 @pytest.fixture
-def checkpoints(settings, tiny_llama_dir, tmp_path):
+def checkpoints(settings, tiny_variant, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
-    return [make_tiny_variant(tiny_llama_dir, root / f"step-{i}", seed=i) for i in (1, 2)]
+    return [tiny_variant(root / f"step-{i}", seed=i) for i in (1, 2)]
 
 
 def test_an_entry_registers_lists_and_moves_to_a_new_checkpoint(arena, team, checkpoints):

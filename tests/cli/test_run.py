@@ -9,10 +9,10 @@ import json
 import pytest
 
 from arena.benchmarks.models import Suite
-from arena.evaluations.models import Run, RunEntry, Score, State
+from arena.evaluations.models import EntryState, Run, Score, State
 from arena.registry.models import Entry
 from arena_cli.errors import Exit
-from tests.conftest import make_tiny_variant
+from tests.factories import RunEntryFactory, RunFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -20,23 +20,21 @@ SIZE = 16  # 8 dev + 8 test items
 
 
 @pytest.fixture
-def checkpoints(settings, tiny_llama_dir, tmp_path):
+def checkpoints(settings, tiny_variant, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     settings.ARENA_MODEL_ROOTS = [root]
-    return [make_tiny_variant(tiny_llama_dir, root / f"step-{i}", seed=i) for i in (1, 2, 3)]
+    return [tiny_variant(root / f"step-{i}", seed=i) for i in (1, 2, 3)]
 
 
 def earlier_result(suite: Suite, results: dict[str, float]) -> Run:
     """A finished earlier run in which each entry scored ``value`` on every test item."""
-    run = Run.objects.create(team=suite.team, suite=suite, splits=["test"], state=State.DONE)
+    run = RunFactory(suite=suite)
     items = list(suite.items.filter(split="test"))
     for name, value in results.items():
         entry = Entry.objects.get(team=suite.team, name=name)
-        RunEntry.objects.create(
-            run=run, entry=entry, state=State.DONE, score=value, ci_low=value, ci_high=value, n=len(items)
-        )
-        Score.objects.bulk_create(Score(run=run, entry=entry, item=i, prediction="", value=value) for i in items)
+        RunEntryFactory(run=run, entry=entry, score=value, ci_low=value, ci_high=value, n=len(items))
+        Score.objects.bulk_create(Score(run=run, entry=entry, item=item, prediction="", value=value) for item in items)
     return run
 
 
@@ -53,10 +51,10 @@ def test_a_run_that_regresses_fails_the_pipeline_naming_the_entry(worker, arena,
 
     assert gated.code == Exit.REGRESSION, gated.stderr
     snapshot = gated.json()
-    assert snapshot["state"] == "done"
+    assert snapshot["state"] == State.DONE
     assert {e["entry"]: (e["state"], e["n"]) for e in snapshot["entries"]} == {
-        "steady": ("done", SIZE // 2),
-        "slipping": ("done", SIZE // 2),
+        "steady": (EntryState.DONE, SIZE // 2),
+        "slipping": (EntryState.DONE, SIZE // 2),
     }
     compared = {r["entry"]: r for r in snapshot["regressions"]}
     assert compared["slipping"]["regressed"] is True and compared["steady"]["regressed"] is False

@@ -13,7 +13,8 @@ import pytest
 from django.core.management import get_commands
 
 from arena.core.routing import gpu_queues
-from tests.deploy.conftest import DOCKER, ROOT, argv_lines, is_arena
+from tests.deploy.helpers import DOCKER, argv_lines, is_arena
+from tests.helpers import ROOT
 
 # Every way the code reads an environment variable: the typed helpers and os.environ.
 READS = re.compile(

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.deploy.conftest import COMPOSE, DOCKERFILES, ROOT
+from tests.deploy.helpers import COMPOSE, DOCKERFILES
+from tests.helpers import ROOT
 
 BIN = Path(sys.executable).parent
 

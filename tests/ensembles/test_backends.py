@@ -41,6 +41,65 @@ def test_greedy_batched_generation_matches_one_prompt_at_a_time(tiny_llama_dir, 
         assert g.prompt_tokens > 0 and g.latency_s > 0
 
 
+def test_a_static_kv_cache_gives_the_same_greedy_tokens_and_scores(tiny_llama_dir, options):
+    params = DecodingParams(max_new_tokens=5, stop=())
+    eager = make_backend("hf", {"path": str(tiny_llama_dir), "batch_size": 8}, options=options)
+    static = make_backend("hf", {"path": str(tiny_llama_dir), "batch_size": 8, "static_cache": True}, options=options)
+    # Prompts of different lengths, so the fixed-size cache holds left padding too.
+    expected, got = eager.generate(PROMPTS, params), static.generate(PROMPTS, params)
+    assert [g.text for g in got] == [g.text for g in expected]
+    for a, b in zip(got, expected, strict=True):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+    with pytest.raises(ParamsError, match="static_cache"):
+        make_backend("hf", {"path": str(tiny_llama_dir), "static_cache": "sometimes"}, options=options)
+
+
+def drain(stream):
+    """The pieces a backend's stream yields, and the Generation it returns."""
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as end:
+            return pieces, end.value
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        DecodingParams(max_new_tokens=12, stop=()),
+        DecodingParams(max_new_tokens=12, stop=("\n",)),
+        DecodingParams(max_new_tokens=12, stop=("7", "1 +")),
+        DecodingParams(max_new_tokens=12, temperature=0.9, seed=3, stop=()),
+    ],
+)
+def test_a_streamed_generation_joins_into_the_generated_one(tiny_llama_dir, options, params):
+    backend = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
+    for prompt in PROMPTS:
+        [whole] = backend.generate([prompt], params)
+        pieces, out = drain(backend.stream(prompt, params))
+        assert "".join(pieces) == out.text == whole.text
+        assert out.token_logprobs == whole.token_logprobs
+        assert (out.prompt_tokens, out.completion_tokens) == (whole.prompt_tokens, whole.completion_tokens)
+
+
+def test_closing_a_stream_stops_its_generation(tiny_llama_dir, options):
+    backend = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
+    stream = backend.stream(PROMPTS[0], DecodingParams(max_new_tokens=4096, stop=()))
+    next(stream)
+    [generating] = [t for t in threading.enumerate() if t.name == "arena-stream-generate"]
+    stream.close()
+    generating.join(timeout=10)  # 4096 tokens would take far longer
+    assert not generating.is_alive()
+
+
+def test_a_backend_that_cannot_stream_yields_its_whole_generation_at_once(endpoint):
+    server = endpoint([(200, completion("42"))])
+    backend = make_backend("openai", {"base_url": server.url, "model": "m"})
+    pieces, out = drain(super(type(backend), backend).stream("hi", DecodingParams()))
+    assert pieces == ["42"] and out.text == "42"
+
+
 def test_sampling_is_reproducible_for_a_seed(tiny_llama_dir, options):
     backend = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
     params = DecodingParams(max_new_tokens=6, temperature=1.0, seed=7, stop=())
@@ -259,6 +318,35 @@ def test_openai_backend_reports_garbage_answers_clearly(endpoint):
         backend.generate(["hi"], DecodingParams())
 
 
+def sse(*pieces: str, finish: str = "stop") -> str:
+    """An OpenAI-style event stream: one chunk per piece, the finish chunk, the usage chunk, [DONE]."""
+    chunks = [{"choices": [{"delta": {"role": "assistant", "content": ""}}]}]
+    chunks += [{"choices": [{"delta": {"content": p}, "logprobs": {"content": [{"logprob": -0.5}]}}]} for p in pieces]
+    chunks += [{"choices": [{"delta": {}, "finish_reason": finish}]}]
+    chunks += [{"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": len(pieces)}}]
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def test_openai_backend_relays_the_endpoints_stream_up_to_the_stop_sequence(endpoint):
+    server = endpoint([(200, sse("4", "2", "\nmore"))])
+    backend = make_backend("openai", {"base_url": server.url, "model": "m"})
+    pieces, out = drain(backend.stream("What is 6 * 7?", DecodingParams()))
+    assert pieces == ["4", "2"] and out.text == "42"
+    assert out.prompt_tokens == 5 and out.token_logprobs == [-0.5] * 3
+    body = server.requests[0]["body"]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+def test_openai_backend_stream_reports_a_refusal_and_a_broken_stream(endpoint):
+    server = endpoint([(400, '{"error": {"message": "no such model"}}')])
+    backend = make_backend("openai", {"base_url": server.url, "model": "m"})
+    with pytest.raises(BackendError, match="HTTP 400.*no such model"):
+        drain(backend.stream("hi", DecodingParams()))
+    server.answers[:] = [(200, "data: {not json\n\n")]
+    with pytest.raises(BackendError, match="not JSON"):
+        drain(backend.stream("hi", DecodingParams()))
+
+
 def test_an_unreachable_endpoint_is_a_transient_error():
     backend = make_backend("openai", {"base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0})
     with pytest.raises(TransientBackendError, match="unreachable"):
@@ -285,3 +373,72 @@ def test_the_real_smollm2_gguf_exports_once_and_answers(tmp_path):
     assert (backend.export_dir() / "model.safetensors").exists()
     [g] = backend.generate(["What is 2 + 2? Answer with a number."], DecodingParams(max_new_tokens=6))
     assert g.completion_tokens > 0 and g.token_logprobs
+
+
+def test_a_generation_says_whether_it_stopped_or_ran_into_max_new_tokens(tiny_llama_dir, options):
+    backend = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
+    [cut] = backend.generate(["What is 3 ?"], DecodingParams(max_new_tokens=4, stop=()))
+    assert cut.completion_tokens == 4 and cut.finish_reason == "length"
+    stop = f" {cut.text.split()[1]}"
+    [stopped] = backend.generate(["What is 3 ?"], DecodingParams(max_new_tokens=4, stop=(stop,)))
+    assert stopped.text == cut.text[: cut.text.index(stop)] and stopped.finish_reason == "stop"
+
+
+def test_generated_tokens_come_with_their_text_and_the_top_alternatives(tiny_llama_dir, options):
+    backend = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
+    [plain] = backend.generate(["What is 3 ?"], DecodingParams(max_new_tokens=4, stop=()))
+    assert " ".join(plain.tokens) == plain.text and plain.top_logprobs == []
+    [g] = backend.generate(["What is 3 ?"], DecodingParams(max_new_tokens=4, stop=(), top_logprobs=3))
+    assert g.text == plain.text and len(g.top_logprobs) == g.completion_tokens
+    for token, logprob, top in zip(g.tokens, g.token_logprobs, g.top_logprobs, strict=True):
+        assert len(top) == 3 and [lp for _, lp in top] == sorted((lp for _, lp in top), reverse=True)
+        assert top[0][0] == token and top[0][1] == pytest.approx(logprob, abs=1e-4)  # greedy takes the likeliest
+
+
+def test_top_logprobs_at_zero_leave_every_decoding_dump_as_it_was():
+    assert "top_logprobs" not in DecodingParams().model_dump(mode="json")
+    assert DecodingParams(top_logprobs=2).model_dump(mode="json")["top_logprobs"] == 2
+
+
+def test_a_conversation_is_rendered_by_the_chat_template_or_read_as_a_transcript(tiny_llama_dir, options, tmp_path):
+    turns = [{"role": "system", "content": "1"}, {"role": "user", "content": "What is 3 ?"}]
+    plain = make_backend("hf", {"path": str(tiny_llama_dir)}, options=options)
+    assert plain.format_prompt(turns) == "system: 1\n\nuser: What is 3 ?\n\nassistant:"
+    assert plain.format_prompt("What is 3 ?") == "What is 3 ?"
+    chat = tmp_path / "chat"
+    shutil.copytree(tiny_llama_dir, chat)
+    config = json.loads((chat / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}Answer:"
+    (chat / "tokenizer_config.json").write_text(json.dumps(config))
+    templated = make_backend("hf", {"path": str(chat)}, options=BackendOptions(device="cpu"))
+    assert templated.format_prompt(turns) == "<system> 1 <user> What is 3 ? Answer:"
+    assert templated.format_prompt("What is 3 ?") == "<user> What is 3 ? Answer:"
+    off = make_backend("hf", {"path": str(chat), "chat_template": "off"}, options=BackendOptions(device="cpu"))
+    assert off.format_prompt(turns) == plain.format_prompt(turns)
+    [g] = templated.generate([turns], DecodingParams(max_new_tokens=2, stop=()))
+    assert g.prompt_tokens == len(templated.tokenizer("<system> 1 <user> What is 3 ? Answer:")["input_ids"])
+
+
+def test_openai_backend_sends_a_conversation_as_turns_and_reads_tokens_and_finish(endpoint):
+    body = {
+        "choices": [
+            {
+                "message": {"content": "4 2"},
+                "finish_reason": "length",
+                "logprobs": {
+                    "content": [
+                        {"token": "4", "logprob": -0.1, "top_logprobs": [{"token": "4", "logprob": -0.1}]},
+                        {"token": " 2", "logprob": -0.3, "top_logprobs": [{"token": "1", "logprob": -0.2}]},
+                    ]
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+    }
+    server = endpoint([(200, json.dumps(body))])
+    backend = make_backend("openai", {"base_url": server.url, "model": "m"})
+    turns = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "6 * 7?"}]
+    [g] = backend.generate([turns], DecodingParams(stop=(), top_logprobs=1))
+    assert server.requests[0]["body"]["messages"] == turns and server.requests[0]["body"]["top_logprobs"] == 1
+    assert g.tokens == ["4", " 2"] and g.top_logprobs == [[("4", -0.1)], [("1", -0.2)]]
+    assert g.finish_reason == "length"

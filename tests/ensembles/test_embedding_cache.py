@@ -10,7 +10,7 @@ import pytest
 
 from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES, CachedEmbedder, MiniLMEmbedder
-from tests.ensembles.test_strategies_router import MINILM, trigram_embedder
+from tests.ensembles.helpers import code_items, trigram_embedder
 
 
 class CountingEncoder:
@@ -57,17 +57,15 @@ def test_workers_writing_the_same_file_at_once_all_get_their_vectors(tmp_path):
         results.append(CachedEmbedder(CountingEncoder(), path, fingerprint="trigram-v1")(texts))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert len(results) == 4
     assert all(np.array_equal(r, trigram_embedder(texts)) for r in results)
 
 
 def test_a_ranker_fitted_again_through_the_cache_encodes_nothing_and_ranks_alike(tmp_path):
-    from tests.ensembles.test_strategies_ranker import code_items
-
     outputs, references, inputs = code_items(12, seed=0, members=("a", "b", "c"))
     rankings = []
     encoders = []
@@ -91,14 +89,12 @@ def test_an_embedder_without_a_fingerprint_needs_one_given(tmp_path):
         CachedEmbedder(trigram_embedder, tmp_path / "v.sqlite3")(["hello"])
 
 
-def test_the_minilm_fingerprint_follows_its_files_and_its_length_limit(tmp_path):
-    if not (MINILM / "model.safetensors").exists():
-        pytest.skip("all-MiniLM-L6-v2 is not under data/test/models")
+def test_the_minilm_fingerprint_follows_its_files_and_its_length_limit(tmp_path, minilm_dir):
     copy = tmp_path / "minilm"
-    shutil.copytree(MINILM, copy)
-    assert MiniLMEmbedder(copy).fingerprint() == MiniLMEmbedder(MINILM).fingerprint()
+    shutil.copytree(minilm_dir, copy)
+    assert MiniLMEmbedder(copy).fingerprint() == MiniLMEmbedder(minilm_dir).fingerprint()
     assert MiniLMEmbedder(copy, max_length=128).fingerprint() != MiniLMEmbedder(copy).fingerprint()
     (copy / "vocab.txt").write_text((copy / "vocab.txt").read_text() + "extra\n")
-    assert MiniLMEmbedder(copy).fingerprint() != MiniLMEmbedder(MINILM).fingerprint()
+    assert MiniLMEmbedder(copy).fingerprint() != MiniLMEmbedder(minilm_dir).fingerprint()
     with pytest.raises(EnsembleError, match="expected a directory with model.safetensors"):
         MiniLMEmbedder(tmp_path / "missing").fingerprint()

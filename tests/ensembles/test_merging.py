@@ -21,7 +21,6 @@ from ensembles.merging import (
     merge_method_names,
     read_provenance,
 )
-from tests.conftest import make_tiny_variant
 
 REQUIRED = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "passthrough")
 
@@ -37,13 +36,13 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def family(tiny_llama_dir, tmp_path_factory) -> dict[str, Path]:
+def family(tiny_llama_dir, tiny_variant, tmp_path_factory) -> dict[str, Path]:
     """A base and two variants of it: the same architecture and vocabulary, other weights."""
     root = tmp_path_factory.mktemp("family")
     return {
         "base": tiny_llama_dir,
-        "v1": make_tiny_variant(tiny_llama_dir, root / "v1", seed=1),
-        "v2": make_tiny_variant(tiny_llama_dir, root / "v2", seed=2),
+        "v1": tiny_variant(root / "v1", seed=1),
+        "v2": tiny_variant(root / "v2", seed=2),
     }
 
 

@@ -12,6 +12,7 @@ from ensembles.backends.base import BackendOptions
 from ensembles.errors import EnsembleError, ParamsError
 from ensembles.metrics import EXTRACTORS
 from ensembles.strategies import STRATEGIES, BackendCaller, CallResult, MemberAnswer, make_strategy
+from tests.ensembles.helpers import code_items, digit_match_embedder
 
 extract_number = EXTRACTORS.get("number")
 
@@ -109,8 +110,6 @@ def test_gen_fuser_counts_its_own_call_in_the_cost():
 
 
 def test_gen_fuser_with_a_ranker_shows_only_the_top_k_candidates_best_first():
-    from tests.ensembles.test_strategies_ranker import code_items, digit_match_embedder
-
     fuser = STRATEGIES.get("gen_fuser")(
         {"fuser": "judge", "ranker": "pair_ranker", "top_k": 2, "candidate": "text"}, embedder=digit_match_embedder
     )
@@ -129,8 +128,6 @@ def test_gen_fuser_with_a_ranker_shows_only_the_top_k_candidates_best_first():
 
 
 def test_gen_fuser_with_a_bubble_ranker_makes_one_pass_per_place_shown():
-    from tests.ensembles.test_strategies_ranker import code_items, digit_match_embedder
-
     fuser = STRATEGIES.get("gen_fuser")(
         {"fuser": "judge", "ranker": "pair_ranker", "aggregation": "bubble", "top_k": 2},
         embedder=digit_match_embedder,

@@ -2,49 +2,16 @@
 
 import json
 import random
-import re
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ensembles.errors import EnsembleError, ParamsError
 from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, make_strategy
-
-MINILM = Path(__file__).resolve().parents[2] / "data" / "test" / "models" / "all-MiniLM-L6-v2"
-
-
-def matching_digits(candidate: str, code: str) -> int:
-    return sum(x == y for x, y in zip(candidate, code, strict=False))
-
-
-def digit_match_embedder(texts: list[str]) -> np.ndarray:
-    """Deterministic stand-in encoder for "A [SEP] B [SEP] input": how many digits of A and of B
-    match, position by position, the code written in the input."""
-    rows = []
-    for text in texts:
-        a, b, question = text.split(" [SEP] ")
-        code = re.search(r"\d+", question).group()
-        rows.append([matching_digits(a, code), matching_digits(b, code)])
-    return np.asarray(rows, dtype=float)
+from tests.ensembles.helpers import code_items, digit_match_embedder, matching_digits
 
 
 def ma(member: str, answer: str) -> MemberAnswer:
     return MemberAnswer(member=member, answer=answer, text=answer)
-
-
-def code_items(count: int, seed: int, members=("a", "b", "c")):
-    """Items asking to repeat a four-digit code: one member (a different one each time) repeats it,
-    the others give other codes."""
-    rng = random.Random(seed)  # noqa: S311 - test data, not a secret
-    outputs, references, inputs = [], [], []
-    for i in range(count):
-        code = str(rng.randrange(1000, 10000))
-        right = members[i % len(members)]
-        outputs.append([ma(m, code if m == right else str(rng.randrange(1000, 10000))) for m in members])
-        references.append(code)
-        inputs.append(f"Repeat the code {code} back.")
-    return outputs, references, inputs
 
 
 def ranker(params: dict | None = None, embedder=digit_match_embedder):
@@ -158,9 +125,8 @@ def test_bagging_pair_rankers_gives_each_estimator_the_encoder():
     assert decision.calls.comparisons == 3 * 2
 
 
-@pytest.mark.skipif(not (MINILM / "model.safetensors").is_file(), reason="the MiniLM encoder is not fetched")
-def test_pair_ranker_learns_on_the_minilm_cross_encoding_which_candidate_repeats_the_code():
-    strategy = STRATEGIES.get("pair_ranker")(None, embedder=MiniLMEmbedder(MINILM))
+def test_pair_ranker_learns_on_the_minilm_cross_encoding_which_candidate_repeats_the_code(minilm_dir):
+    strategy = STRATEGIES.get("pair_ranker")(None, embedder=MiniLMEmbedder(minilm_dir))
     outputs, references, inputs = code_items(60, seed=10)
     strategy.fit(outputs, references, dev_inputs=inputs)
     outputs, references, inputs = code_items(30, seed=11)

@@ -1,25 +1,11 @@
 """The learned router and the sentence encoder it embeds inputs with."""
 
-import zlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES, MemberAnswer, MiniLMEmbedder, make_strategy
-
-MINILM = Path(__file__).resolve().parents[2] / "data" / "test" / "models" / "all-MiniLM-L6-v2"
-
-
-def trigram_embedder(texts: list[str]) -> np.ndarray:
-    """Deterministic stand-in encoder: character trigrams hashed into 64 buckets."""
-    out = np.zeros((len(texts), 64))
-    for row, text in enumerate(texts):
-        padded = f"  {text.lower()} "
-        for i in range(len(padded) - 2):
-            out[row, zlib.crc32(padded[i : i + 3].encode()) % 64] += 1.0
-    return out
+from tests.ensembles.helpers import trigram_embedder
 
 
 def ma(member: str, answer: str) -> MemberAnswer:
@@ -124,10 +110,8 @@ def test_minilm_embedder_loads_nothing_until_first_called(tmp_path):
 
 
 @pytest.mark.slow
-def test_minilm_embedder_gives_unit_vectors_that_place_paraphrases_together_and_routes_with_them():
-    if not (MINILM / "model.safetensors").exists():
-        pytest.skip("all-MiniLM-L6-v2 is not under data/test/models")
-    embedder = MiniLMEmbedder(MINILM)
+def test_minilm_embedder_gives_unit_vectors_that_place_paraphrases_together_and_routes_with_them(minilm_dir):
+    embedder = MiniLMEmbedder(minilm_dir)
     vectors = embedder(["What is the capital of France?", "Which city is France's capital?", "Add 17 and 25."])
     assert vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -81,7 +81,8 @@ class Command(BaseCommand):
         data.mkdir(parents=True, exist_ok=True)
         logs = data / "logs"
         logs.mkdir(exist_ok=True)
-        env = dict(os.environ, ARENA_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+        # PORT tells the worker which port is the arena's own, which no endpoint member may call.
+        env = dict(os.environ, ARENA_DATA_DIR=str(data), PYTHONUNBUFFERED="1", PORT=str(options["port"]))
         if "REDIS_URL" not in os.environ:
             env["REDIS_URL"] = self._start_redis(env, data)
         python = sys.executable

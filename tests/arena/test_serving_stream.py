@@ -1,0 +1,234 @@
+"""`stream: true` at /v1/chat/completions, read by the clients people use: the openai SDK and LangChain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+import pytest
+
+from arena.evaluations.models import Generation
+from arena.registry.services import register_blend, register_model
+from arena.teams.models import ApiToken
+from tests.helpers import ROOT, database_url, free_port, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUESTION = [{"role": "user", "content": "What is 1 + 2 ?"}]
+
+
+@pytest.fixture
+def served(team, settings, tiny_variant, tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    settings.ARENA_MODEL_ROOTS = [root]
+    for i in range(3):
+        path = tiny_variant(root / f"m{i}", seed=i)
+        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path)})
+    register_blend(team, name="vote", strategy="majority_vote", params={}, members=["m0", "m1", "m2"])
+    register_blend(team, name="learned", strategy="stacking", params={}, members=["m0", "m1"])
+    return ApiToken.issue(team, "stream")[1]
+
+
+@pytest.fixture
+def client(live_server, served):
+    return openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=served, max_retries=0, timeout=60)
+
+
+def read(stream):
+    """The chunks of a stream, and the text of choice 0 they carry."""
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return chunks, text
+
+
+def test_a_single_model_streams_its_tokens_and_the_answer_is_the_non_streamed_one(client):
+    chunks, text = read(client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=12, stream=True))
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    first, *middle, last = chunks
+    assert first.choices[0].delta.role == "assistant" and not first.choices[0].delta.content
+    assert len([c for c in middle if c.choices[0].delta.content]) > 1  # tokens, not one block
+    assert last.choices[0].finish_reason in ("stop", "length")
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    assert Generation.objects.count() == 1  # the finished answer is cached
+    whole = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=12)
+    assert text == whole.choices[0].message.content
+    assert last.choices[0].finish_reason == whole.choices[0].finish_reason
+    assert Generation.objects.count() == 1  # and the non-streamed request read it
+    # A cached answer is replayed as one delta.
+    again, replayed = read(client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=12, stream=True))
+    assert replayed == text and len(again) == 3
+
+
+def test_include_usage_adds_a_last_chunk_with_the_usage_and_no_choices(client):
+    stream = client.chat.completions.create(
+        model="m1", messages=QUESTION, max_tokens=6, stream=True, stream_options={"include_usage": True}
+    )
+    chunks, _ = read(stream)
+    assert chunks[-1].choices == [] and all(c.usage is None for c in chunks[:-1])
+    whole = client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=6)
+    assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_the_async_client_streams_the_same_answer(live_server, served, client):
+    async def stream_text():
+        async_client = openai.AsyncOpenAI(base_url=f"{live_server.url}/v1", api_key=served, max_retries=0)
+        stream = await async_client.chat.completions.create(model="m2", messages=QUESTION, max_tokens=10, stream=True)
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        await async_client.close()
+        return pieces
+
+    pieces = asyncio.run(stream_text())
+    whole = client.chat.completions.create(model="m2", messages=QUESTION, max_tokens=10)
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert len([p for p in pieces if p]) > 1
+
+
+def test_n_sampled_choices_stream_each_under_its_index_as_the_non_streamed_answer_has_them(client):
+    asked = {"model": "m0", "messages": QUESTION, "max_tokens": 6, "n": 2, "temperature": 0.9, "seed": 4}
+    texts = {0: "", 1: ""}
+    finished = {}
+    for chunk in client.chat.completions.create(**asked, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+    whole = client.chat.completions.create(**asked)
+    assert texts == {c.index: c.message.content for c in whole.choices}
+    assert finished == {c.index: c.finish_reason for c in whole.choices}
+
+
+def test_streamed_logprobs_are_the_non_streamed_ones(client):
+    asked = {"model": "m1", "messages": QUESTION, "max_tokens": 5, "logprobs": True, "top_logprobs": 2}
+    streamed = [
+        token.model_dump()
+        for chunk in client.chat.completions.create(**asked, stream=True)
+        for choice in chunk.choices
+        if choice.logprobs
+        for token in choice.logprobs.content
+    ]
+    whole = client.chat.completions.create(**asked)
+    assert streamed == [token.model_dump() for token in whole.choices[0].logprobs.content]
+    assert streamed and all(len(t["top_logprobs"]) == 2 for t in streamed)
+
+
+def test_a_blend_streams_its_answer_once_decided(client):
+    chunks, text = read(client.chat.completions.create(model="vote", messages=QUESTION, max_tokens=4, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 1
+    assert chunks[-1].choices[0].finish_reason is not None
+    whole = client.chat.completions.create(model="vote", messages=QUESTION, max_tokens=4)
+    assert text == whole.choices[0].message.content and text
+
+
+def test_a_stream_that_cannot_start_is_an_error_status_not_an_empty_stream(client):
+    with pytest.raises(openai.UnprocessableEntityError, match="dev split"):
+        client.chat.completions.create(model="learned", messages=QUESTION, stream=True)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=QUESTION, stream=True)
+
+
+def test_a_client_that_closes_the_stream_stops_the_generation(client):
+    def generating():
+        return [t for t in threading.enumerate() if t.name == "arena-stream-generate"]
+
+    stream = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=512, stream=True)
+    pieces = iter(stream)
+    next(pieces), next(pieces)  # the role chunk and the first token
+    [thread] = generating()
+    stream.close()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the generation went on after the client left"
+    # Stopped, not finished: a generation that ran to its end would be in the cache.
+    assert Generation.objects.count() == 0
+    whole = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=512)
+    assert whole.choices[0].finish_reason == "length"
+    assert Generation.objects.count() == 1
+
+
+def test_langchain_chat_openai_streams_one_answer(live_server, served, client):
+    langchain_openai = pytest.importorskip("langchain_openai")
+    chat = langchain_openai.ChatOpenAI(
+        model="m0", base_url=f"{live_server.url}/v1", api_key=served, streaming=True, max_tokens=8, max_retries=0
+    )
+    pieces = [chunk.content for chunk in chat.stream("What is 1 + 2 ?")]
+    whole = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=8)
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert len([p for p in pieces if p]) > 1
+
+
+# --- Under daphne, as the site is served: the ASGI path -----------------------------------------------
+
+
+@pytest.fixture
+def daphne(served, settings, tmp_path):
+    """daphne serving arena.asgi on a free port, on the test database; yields the /v1 base URL and its pid."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        ARENA_MODEL_ROOTS=",".join(str(p) for p in settings.ARENA_MODEL_ROOTS),
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "daphne.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: proc.poll() is not None or _listening(port), timeout=60, what="daphne to listen")
+        assert proc.poll() is None, log_path.read_text()
+        yield f"http://127.0.0.1:{port}/v1", proc.pid
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_under_daphne_tokens_arrive_as_they_are_generated(daphne, served):
+    client = openai.OpenAI(base_url=daphne[0], api_key=served, max_retries=0, timeout=120)
+    pieces = iter(client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=400, stream=True))
+    first = next(c for c in pieces if c.choices and c.choices[0].delta.content)
+    # The answer is stored once it is whole: a response read whole before sending would have stored it
+    # before its first token reached the client.
+    assert first.choices[0].delta.content and Generation.objects.count() == 0
+    rest = [c for c in pieces if c.choices and c.choices[0].delta.content]
+    assert rest and Generation.objects.count() == 1
+
+
+def test_under_daphne_a_client_that_leaves_stops_the_generation(daphne, served):
+    url, _ = daphne
+    client = openai.OpenAI(base_url=url, api_key=served, max_retries=0, timeout=120)
+    # The same tokens under another seed (greedy ignores it), so another cache key: how long the whole takes.
+    started = time.monotonic()
+    whole = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=512, seed=1)
+    took = time.monotonic() - started
+    assert whole.choices[0].finish_reason == "length" and Generation.objects.count() == 1
+    stream = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=512, stream=True)
+    pieces = iter(stream)
+    next(pieces), next(pieces)
+    stream.close()
+    # Given twice the time the whole answer took, a generation that went on would have been stored.
+    time.sleep(2 * took + 1)
+    assert Generation.objects.count() == 1, "daphne went on generating after the client left"

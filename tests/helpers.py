@@ -1,0 +1,145 @@
+"""What the arena's, the CLI's and the browser's tests share: waiting, browser-like clients, worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "a-long-test-password-1"
+
+
+def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def csrf_client(user=None) -> Client:
+    """A client that enforces CSRF like a browser session does, logged in as ``user``."""
+    client = Client(enforce_csrf_checks=True)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def post_form(client: Client, url: str, data: dict):
+    """GET the page for a CSRF cookie, then POST with the token, as a browser would."""
+    client.get("/login/")
+    token = client.cookies["csrftoken"].value
+    return client.post(url, {**data, "csrfmiddlewaretoken": token})
+
+
+def finished(run_id: int):
+    """The run once it is done or failed, else None (a predicate for wait_for)."""
+    from arena.evaluations.models import Run, State
+
+    return Run.objects.filter(pk=run_id, state__in=[State.DONE, State.FAILED]).first()
+
+
+def row_counts() -> dict[str, int]:
+    """How many rows each of the arena's tables (and the schedules beat reads) holds."""
+    models = [
+        m for m in apps.get_models() if m.__module__.startswith("arena.") or m._meta.app_label == "django_celery_beat"
+    ]
+    return {m._meta.label: m.objects.count() for m in models}
+
+
+def database_url() -> str:
+    """The test database, for a process of its own (a worker, daphne); PostgreSQL only."""
+    s = connection.settings_dict
+    if s["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("worker tests share the test database with a worker process: they need PostgreSQL")
+    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery worker` process (on both queues unless told), against the test database and Redis."""
+
+    def __init__(
+        self,
+        model_roots: list[Path],
+        extra_env: dict[str, str] | None = None,
+        concurrency: int = 1,
+        queues: str = "gpu,cpu",
+        log_path: Path | None = None,
+    ):
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=database_url(),
+            REDIS_URL=settings.REDIS_URL,
+            PYTHONUNBUFFERED="1",
+            ARENA_MODEL_ROOTS=",".join(str(p) for p in model_roots),
+            **(extra_env or {}),
+        )
+        self.concurrency = concurrency
+        self.queues = queues
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        # The worker's node name is `<name>@<host>`.
+        self.name = f"test-{os.getpid()}-{time.monotonic_ns()}"
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - the child keeps its own copy
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "arena",
+                "worker",
+                "-Q",
+                self.queues,
+                "--concurrency",
+                str(self.concurrency),
+                "--loglevel",
+                "INFO" if self.log_path else "WARNING",
+                "-n",
+                f"{self.name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
+            start_new_session=True,
+        )
+        if log:
+            log.close()
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
