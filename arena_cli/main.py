@@ -357,7 +357,8 @@ def follow(arena: Arena, run_id: int, *, poll: float, timeout: float, quiet: boo
 
 
 def report(snapshot: dict, *, fail_on_regression: bool, as_json: bool) -> None:
-    """Print a finished run; exit 6 when it failed, 1 on a regression with --fail-on-regression."""
+    """Print a finished run; exit 6 when it failed or finished with errors, 1 on a regression with
+    --fail-on-regression."""
     if as_json:
         output.print_json(snapshot)
     else:
@@ -369,9 +370,10 @@ def report(snapshot: dict, *, fail_on_regression: bool, as_json: bool) -> None:
         f"(change {output.signed(r['delta'])}, 95% interval {output.interval(r['delta_low'], r['delta_high'], True)})"
         for r in regressed
     ]
-    if snapshot["state"] == "failed":
+    if snapshot["state"] in ("failed", "partial"):
         failed = [f"{e['entry']}: {e['error']}" for e in snapshot["entries"] if e["state"] == "failed"]
-        message = f"run {snapshot['id']} failed: " + ("; ".join(failed) or snapshot["error"] or "see its page")
+        how = "failed" if snapshot["state"] == "failed" else "finished with errors (retry the failed entries from its page)"
+        message = f"run {snapshot['id']} {how}: " + ("; ".join(failed) or snapshot["error"] or "see its page")
         raise CliError("\n".join([message, *lines]), Exit.RUN_FAILED, snapshot["error"])
     if regressed and fail_on_regression:
         raise CliError("\n".join(lines), Exit.REGRESSION, regressed)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from arena_cli.errors import CliError
 
-TERMINAL_STATES = ("done", "failed")
+TERMINAL_STATES = ("done", "partial", "failed")
 
 
 def _console(stderr: bool) -> Console:

@@ -23,7 +23,7 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 
     words = ["<unk>", "<s>", "</s>", "<pad>", "Question:", "Answer:", "What", "is", "+", "-", "?", "\n"]
     words += [str(i) for i in range(200)]
-    vocab = {w: i for i, w in enumerate(words)}
+    vocab = {word: i for i, word in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins tokens with spaces
@@ -68,6 +68,30 @@ def tiny_variant(tiny_llama_dir):
         return target
 
     return make
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests without a database first, then database tests, then transactional ones; slow ones first in each.
+
+    pytest-django runs transactional tests after the others because their flush empties what migrations
+    stored, and the order within each group is free. Starting the longest tests first keeps every xdist
+    worker busy to the end: `make test` hands tests out in this order, two at a time.
+    """
+
+    def rank(item) -> tuple[int, bool]:
+        marker, fixtures = item.get_closest_marker("django_db"), set(item.fixturenames)
+        if marker and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")):
+            group = 2
+        elif {"transactional_db", "live_server"} & fixtures:
+            group = 2
+        elif marker or "db" in fixtures:
+            group = 1
+        else:
+            group = 0
+        return group, not item.get_closest_marker("slow")
+
+    items.sort(key=rank)  # stable: the order within a rank stays as it was
 
 
 # --- Personas: a team's owner, a member and a viewer, and an outsider who owns another team ------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,9 +34,23 @@ def wait_for(predicate, timeout: float = 120.0, interval: float = 0.25, what: st
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+def json_request(url: str, body: dict | None, token: str | None) -> tuple[int, dict]:
+    """(status, JSON body) of a real HTTP request: a POST of ``body``, or a GET without one, with ``token`` as bearer."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def csrf_client(user=None) -> Client:
@@ -52,26 +69,29 @@ def post_form(client: Client, url: str, data: dict):
 
 
 def finished(run_id: int):
-    """The run once it is done or failed, else None (a predicate for wait_for)."""
-    from arena.evaluations.models import Run, State
+    """The run once it is done, finished with errors or failed, else None (a predicate for wait_for)."""
+    from arena.evaluations.models import TERMINAL, Run
 
-    return Run.objects.filter(pk=run_id, state__in=[State.DONE, State.FAILED]).first()
+    return Run.objects.filter(pk=run_id, state__in=TERMINAL).first()
 
 
 def row_counts() -> dict[str, int]:
     """How many rows each of the arena's tables (and the schedules beat reads) holds."""
     models = [
-        m for m in apps.get_models() if m.__module__.startswith("arena.") or m._meta.app_label == "django_celery_beat"
+        model
+        for model in apps.get_models()
+        if model.__module__.startswith("arena.") or model._meta.app_label == "django_celery_beat"
     ]
-    return {m._meta.label: m.objects.count() for m in models}
+    return {model._meta.label: model.objects.count() for model in models}
 
 
 def database_url() -> str:
     """The test database, for a process of its own (a worker, daphne); PostgreSQL only."""
-    s = connection.settings_dict
-    if s["ENGINE"] != "django.db.backends.postgresql":
+    database = connection.settings_dict
+    if database["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("worker tests share the test database with a worker process: they need PostgreSQL")
-    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    user, host, port = database["USER"] or "postgres", database["HOST"] or "127.0.0.1", database["PORT"] or 5432
+    return f"postgres://{user}@{host}:{port}/{database['NAME']}"
 
 
 class WorkerProcess:

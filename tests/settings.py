@@ -31,7 +31,7 @@ def _use_worker_resources(worker: str) -> None:
     own.mkdir(parents=True, exist_ok=True)
     # Every worker reads the model files `make test` fetched once into the shared directory.
     models = own / "models"
-    if not models.is_symlink():
+    if not models.is_symlink() and not models.exists():
         models.symlink_to(shared / "models", target_is_directory=True)
     os.environ["ARENA_DATA_DIR"] = str(own)
 

@@ -14,6 +14,10 @@ class State(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    # A run some of whose entries failed: what finished is scored and analysed, and the failed ones can be retried.
+    PARTIAL = "partial", "Finished with errors"
 
 
-TERMINAL = (State.DONE, State.FAILED)
+TERMINAL = (State.DONE, State.PARTIAL, State.FAILED)
+# Closed with results to read: boards, analysis, blend search and served blends use these runs.
+FINISHED = (State.DONE, State.PARTIAL)

@@ -1,4 +1,4 @@
-"""JSON API for runs: starting one, and its snapshot.
+"""JSON API for runs: starting one, its snapshot, and retrying its failed entries.
 
 Suites and entries are looked up within the token's team, so other teams' names answer 422 as unknown
 and other teams' runs 404.
@@ -61,3 +61,14 @@ def get_run(request, run_id: int):
         raise Http404
     # Whether adding members pays: null until the run is done, and where scores are not right/wrong.
     return {**snapshots.run_snapshot(run), "size_curve": queries.size_curve(run)}
+
+
+@router.post("/runs/{run_id}/retry", response={202: dict[str, Any]})
+def retry_run(request, run_id: int):
+    """Queue again only the run's failed entries; what finished, and every cached answer, is kept."""
+    run = Run.objects.select_related("suite", "team").filter(team=request.auth.team, pk=run_id).first()
+    if run is None:
+        raise Http404
+    require_role(request, Role.MEMBER)
+    retried = services.retry_failed(run)
+    return 202, {**snapshots.run_snapshot(run), "retried": retried}

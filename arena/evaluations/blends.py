@@ -16,7 +16,7 @@ from django.conf import settings
 
 from arena.benchmarks.models import SuiteItem
 from arena.benchmarks.services import library_item, library_suite
-from arena.evaluations.models import RunEntry, Score, State
+from arena.evaluations.models import FINISHED, RunEntry, Score, State
 from arena.registry.models import Entry
 from ensembles.answers import vote_key
 from ensembles.errors import EnsembleError
@@ -74,7 +74,7 @@ def fitted_for_serving(blend: Entry) -> Fitted:
     Raises EnsembleError naming what to do when no such run exists.
     """
     done = (
-        RunEntry.objects.filter(entry=blend, state=State.DONE, run__state=State.DONE)
+        RunEntry.objects.filter(entry=blend, state=State.DONE, run__state__in=FINISHED)
         .select_related("run__suite")
         .order_by("-run__finished_at", "-run_id")
     )

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from arena.benchmarks.models import Suite, SuiteItem
-from arena.core.states import TERMINAL, State  # noqa: F401 (apps above evaluations read both from here)
+from arena.core.states import FINISHED, TERMINAL, State  # noqa: F401 (apps above evaluations read both from here)
 from arena.registry.models import Entry
 from arena.teams.models import Team
 
@@ -51,6 +51,11 @@ class Run(models.Model):
     def report_split(self) -> str:
         """The split the leaderboard reports: test when the run has it."""
         return "test" if "test" in self.splits else self.splits[0]
+
+    @property
+    def finished(self) -> bool:
+        """Closed with results: done, or finished with errors (its failed entries aside)."""
+        return self.state in FINISHED
 
 
 class RunEntry(models.Model):

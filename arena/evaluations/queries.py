@@ -120,6 +120,7 @@ def run_fields(run: Run) -> dict:
         "suite_version": run.suite.version,
         "splits": run.splits,
         "state": run.state,
+        "state_label": run.get_state_display(),
         "error": run.error,
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,
@@ -233,7 +234,7 @@ def selection_curves(run: Run) -> list[dict]:
 def size_curve(run: Run) -> dict | None:
     """A finished run's ensemble-size curve (arena.evaluations.analysis.size_curve): the one stored with
     the run, which costs no query; for a run finished without one, computed now and not stored."""
-    if run.state != State.DONE:
+    if not run.finished:
         return None
     if analysis.SIZE_CURVE in run.results:
         return run.results[analysis.SIZE_CURVE]

@@ -1,4 +1,5 @@
-"""Runs as other apps start and recover them: create a run, and send again what a lost worker or message left.
+"""Runs as other apps start and recover them: create a run, retry its failed entries, and send again what a
+lost worker or message left.
 
 How a run then moves is arena/evaluations/pipeline.
 """
@@ -19,8 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from arena.benchmarks.models import Suite, SuiteItem
-from arena.evaluations import pipeline
-from arena.evaluations.models import EntryState, Run, RunEntry, State, WorkItem
+from arena.evaluations import analysis, events, pipeline
+from arena.evaluations.models import EntryState, Run, RunEntry, Score, State, WorkItem
 from arena.evaluations.pipeline.state import send, send_on_commit
 from arena.registry.models import Entry
 from arena.registry.services import not_built
@@ -133,6 +134,46 @@ def _check_judged(team: Team, entries: list[Entry], judge: Entry | None) -> None
         )
     if len(entries) < 2:
         raise ValidationError({"entries": "a judge suite compares answers: choose at least two entries"})
+
+
+def retry_failed(run: Run) -> int:
+    """Queue again only the run's failed entries, and the run with them; how many entries that is.
+
+    What finished stays as it is, and every answer already generated is read from the generations cache,
+    so a retry costs only what failed. A failed model's batches that finished keep their scores; a failed
+    blend combines again from scratch (from its members' stored answers). The run's analysis is computed
+    again once it closes.
+    """
+    if run.suite.task_type == "judge":
+        raise ValidationError(
+            {"run": "a judge suite compares every pair of answers at once: start a new run to judge again"}
+        )
+    with transaction.atomic():
+        failed = list(RunEntry.objects.filter(run=run, state=EntryState.FAILED).select_related("entry"))
+        if run.state not in (State.PARTIAL, State.FAILED) or not failed:
+            raise ValidationError(
+                {"run": f"run #{run.pk} is {run.get_state_display().lower()}: only a finished run with failed "
+                 "entries has something to retry"}
+            )
+        results = {k: v for k, v in run.results.items() if k != analysis.SIZE_CURVE}
+        # The claim: a second retry of the same run, or one racing it, finds it queued and does nothing.
+        if not Run.objects.filter(pk=run.pk, state__in=[State.PARTIAL, State.FAILED]).update(
+            state=State.QUEUED, error="", finished_at=None, results=results
+        ):
+            raise ValidationError({"run": f"run #{run.pk} is already being retried"})
+        RunEntry.objects.filter(pk__in=[re.pk for re in failed]).update(
+            state=EntryState.QUEUED, error="", started_at=None, finished_at=None
+        )
+        singles = [re.entry_id for re in failed if not re.entry.is_blend]
+        WorkItem.objects.filter(run=run, entry_id__in=singles, state=State.FAILED).update(
+            state=State.QUEUED, attempts=0, error="", claimed_at=None, finished_at=None
+        )
+        blends = [re.entry_id for re in failed if re.entry.is_blend]
+        Score.objects.filter(run=run, entry_id__in=blends).delete()
+        send_on_commit("plan_run", run.pk)
+    run.refresh_from_db()
+    events.publish(run, "retried", entries=len(failed))
+    return len(failed)
 
 
 # --- Recovery -----------------------------------------------------------------------------

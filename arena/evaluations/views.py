@@ -15,9 +15,9 @@ from arena.benchmarks.models import Suite, SuiteItem
 from arena.benchmarks.services import library_item, library_suite
 from arena.core.forms import SENT_FORM, errors, keep_sent
 from arena.evaluations import charts, queries, services, snapshots, tables
-from arena.evaluations.models import Run, Score
+from arena.evaluations.models import Run, Score, State
 from arena.registry.models import Entry
-from arena.teams.access import get_owned, team_for
+from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role
 
 
@@ -51,18 +51,19 @@ def start_run(request, team: str):
 
 @login_required
 def run_detail(request, team: str, run_id: int):
-    t = team_for(request.user, team)
+    membership = membership_for(request.user, team)
+    t = membership.team
     run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
     if request.GET.get("format") == "live":
         # What a live event brings the open page: fetched whenever its socket (re)opens.
         return snapshots.live_response(snapshots.run_push(run.pk))
     snapshot = snapshots.run_snapshot(run)
     if request.GET.get("format") == "json":
-        if run.state == "done":
+        if run.finished:
             snapshot["diversity"] = queries.run_diversity(run)
             snapshot["size_curve"] = queries.size_curve(run)
         return JsonResponse(snapshot)
-    diversity = queries.run_diversity(run) if run.state == "done" else None
+    diversity = queries.run_diversity(run) if run.finished else None
     if diversity:
         diversity["rows"] = [
             {"name": name, "correlation": corr, "kappa": kap}
@@ -70,7 +71,7 @@ def run_detail(request, team: str, run_id: int):
                 diversity["members"], diversity["error_correlation"], diversity["kappa"], strict=True
             )
         ]
-    done = run.state == "done"
+    done = run.finished
     size_curve = queries.size_curve(run)
     return render(
         request,
@@ -90,8 +91,27 @@ def run_detail(request, team: str, run_id: int):
             "calibration_tables": queries.calibration_tables(run) if done else [],
             "size_curve": size_curve,
             "size_chart": charts.size_gain(size_curve),
+            "can_retry": run.state in (State.PARTIAL, State.FAILED)
+            and run.suite.task_type != "judge"
+            and membership.allows(Role.MEMBER),
         },
     )
+
+
+@login_required
+@require_http_methods(["POST"])
+def retry_run(request, team: str, run_id: int):
+    """Run again only the entries that failed; the page then follows them live."""
+    t = team_for(request.user, team, Role.MEMBER)
+    run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
+    try:
+        retried = services.retry_failed(run)
+    except ValidationError as exc:
+        for msg in errors(exc):
+            messages.error(request, msg)
+    else:
+        messages.success(request, f"retrying {retried} failed {'entry' if retried == 1 else 'entries'}")
+    return redirect("run", team=t.slug, run_id=run.pk)
 
 
 @login_required

@@ -167,7 +167,7 @@ def run_schedule_now(request, schedule_id: int):
 
 
 class QueueFilter(Schema):
-    state: Literal["waiting", "running", "done", "failed"] | None = None
+    state: Literal["waiting", "running", "done", "partial", "failed"] | None = None
     page: int = Field(1, ge=1, le=100000)
 
 

@@ -12,7 +12,13 @@ from arena.schedules import services
 from arena.schedules.models import Firing, Outcome, Schedule
 from arena.teams.models import Team
 
-QUEUE_STATES = {"waiting": State.QUEUED, "running": State.RUNNING, "done": State.DONE, "failed": State.FAILED}
+QUEUE_STATES = {
+    "waiting": State.QUEUED,
+    "running": State.RUNNING,
+    "done": State.DONE,
+    "partial": State.PARTIAL,  # finished with errors
+    "failed": State.FAILED,
+}
 
 
 def queue_runs(team: Team, state: str | None = None) -> QuerySet[Run]:

@@ -62,7 +62,7 @@ def searchable_members(run: Run) -> list[str]:
 
 
 def _check_run(run: Run) -> None:
-    if run.state != State.DONE:
+    if not run.finished:
         raise ValidationError({"run": f"run #{run.pk} is {run.state}; a search reads the answers of a finished run"})
     if run.suite.task_type == "judge":
         raise ValidationError({"run": "a judge suite has no per-item metric for a search to estimate quality with"})

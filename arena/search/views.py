@@ -45,7 +45,7 @@ def start_form(run: Run, can_edit: bool) -> dict:
     return {
         "run": run,
         "can_edit": can_edit,
-        "members": services.searchable_members(run) if run.state == "done" else [],
+        "members": services.searchable_members(run) if run.finished else [],
         "metrics": [{"value": v, "label": label} for v, label in CostMetric.choices],
         "max_members": services.MAX_MEMBERS,
         "searches": list(BlendSearch.objects.filter(run=run).order_by("-created_at")[:20]),

@@ -8,7 +8,7 @@
     table.tBodies[0].innerHTML = data.rows;
   }
 
-  var TERMINAL = ["done", "failed"], reloading = false;
+  var TERMINAL = ["done", "partial", "failed"], reloading = false;
   function renderRun(table, data) {
     var run = data.snapshot;
     // The sections of a finished run (diversity, charts, blend search) are built by the server:
@@ -18,7 +18,7 @@
       return;
     }
     var state = document.getElementById("run-state");
-    state.textContent = run.state;
+    state.textContent = run.state_label || run.state;
     state.className = "state " + run.state;
     document.getElementById("run-error").textContent = run.error || "";
     var done = 0;

@@ -1,7 +1,7 @@
 """Every route, every persona: nobody reaches what is not theirs, and a new route cannot skip the check.
 
 The routes are read from the URL configuration, the JSON API's OpenAPI document and the ASGI
-websocket router, and each must be classified below. A route added without a classification fails
+websocket router, and each must be classified in tests/arena/routes.py. A route added without a classification fails
 `test_every_route_is_classified` (and its own sweep case), so it cannot ship unchecked.
 
 For each team route the sweep fills in the ids of the red team's objects and asserts: an outsider
@@ -14,149 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from dataclasses import dataclass, field
 
 import pytest
 from django.apps import apps
 from django.test import Client
 from django.urls import URLResolver, get_resolver
 
-from arena.evaluations.models import State
-from arena.registry.models import Kind, Materialization, MergeState
-from arena.schedules.services import save_schedule
-from arena.search.models import BlendSearch
-from arena.teams.models import ROLE_RANK, ApiToken, Invitation, Role, Team, hash_token
-from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory, UserFactory
+from arena.teams.models import ROLE_RANK, ApiToken, Role, Team
+from tests.arena.routes import (
+    API_OPERATIONS,
+    PAGE_ROUTES,
+    PERSONA_ROLE,
+    PUBLIC,
+    SIGNED_IN,
+    STAFF,
+    WHOLE,
+    WS_ROUTES,
+    TeamRoute,
+    arguments,
+    client_for,
+    fill,
+    post_with_token,
+    shows_red,
+)
+from tests.factories import UserFactory
 from tests.helpers import csrf_client, row_counts
-
-# --- Classification ------------------------------------------------------------------------
-
-PUBLIC = "public"  # anyone, signed in or not
-SIGNED_IN = "signed-in"  # any signed-in user; shows only the user's own teams
-STAFF = "staff"  # staff only; a 404 (or the admin's login page) to anyone else
-TOKEN = "token"  # bearer-token API outside /api/v1/, scoped to the token's team
-WHOLE = {"admin/": STAFF, "api/v1/": "ninja"}  # resolvers classified as a whole (the API op by op below)
-
-
-@dataclass(frozen=True)
-class TeamRoute:
-    """A page of one team: the role GET needs and the role a POST (a write) needs; None: not served."""
-
-    get: str | None = Role.VIEWER
-    post: str | None = None
-    # Served but not a write: a POST renders the same page as a GET (views without a method filter).
-    post_reads: bool = False
-
-
-PAGE_ROUTES: dict[str, str | TeamRoute] = {
-    "": SIGNED_IN,
-    "healthz": PUBLIC,
-    "ops/": STAFF,
-    "admin/": STAFF,
-    "api/v1/": "ninja",
-    "v1/models": TOKEN,
-    "v1/models/<path:model_id>": TOKEN,
-    "v1/chat/completions": TOKEN,
-    "v1/completions": TOKEN,
-    "login/": PUBLIC,
-    "logout/": PUBLIC,
-    "signup/": PUBLIC,
-    "teams/new/": SIGNED_IN,
-    "invite/<str:token>/": SIGNED_IN,
-    "t/<slug:team>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/admin/": TeamRoute(get=Role.OWNER, post=Role.OWNER),
-    "t/<slug:team>/entries/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/entries/<int:entry_id>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/entries/<int:entry_id>/materialize/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/suites/": TeamRoute(post_reads=True),
-    "t/<slug:team>/suites/upload/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/suites/<int:suite_id>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/suites/builtin/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/runs/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/runs/<int:run_id>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/runs/<int:run_id>/items/": TeamRoute(post_reads=True),
-    "t/<slug:team>/runs/<int:run_id>/items/<int:item_id>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/leaderboard/<slug:suite>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/leaderboard/": TeamRoute(post_reads=True),
-    "t/<slug:team>/compare/": TeamRoute(post_reads=True),
-    "t/<slug:team>/queue/": TeamRoute(post_reads=True),
-    "t/<slug:team>/schedules/": TeamRoute(post=Role.MEMBER),
-    "t/<slug:team>/schedules/<int:schedule_id>/": TeamRoute(post=Role.MEMBER),
-    "t/<slug:team>/schedules/<int:schedule_id>/delete/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/schedules/<int:schedule_id>/run/": TeamRoute(get=None, post=Role.MEMBER),
-    "t/<slug:team>/schedules/webhook/": TeamRoute(get=None, post=Role.OWNER),
-    "t/<slug:team>/runs/<int:run_id>/searches/": TeamRoute(post=Role.MEMBER),
-    "t/<slug:team>/searches/<int:search_id>/": TeamRoute(post_reads=True),
-    "t/<slug:team>/searches/<int:search_id>/register/": TeamRoute(get=None, post=Role.MEMBER),
-}
-
-
-@dataclass(frozen=True)
-class ApiOp:
-    """A JSON API operation: the token role it needs and a valid body (writes need one to get past validation)."""
-
-    role: str = Role.VIEWER
-    body: dict | None = None
-
-
-def _suite_upload_body(name: str) -> dict:
-    manifest = (
-        f"name: {name}\nversion: '1'\ntask_type: generation\nprompt_template: 'Q: {{input}}'\n"
-        "answer_extraction: first_line\nmetric: exact_match\n"
-    )
-    items = "".join(
-        json.dumps({"id": str(i), "input": f"{i}+1", "reference": str(i + 1), "split": "test"}) + "\n" for i in range(3)
-    )
-    return {"format": "suite", "files": {"manifest": manifest, "items": items}}
-
-
-API_OPERATIONS: dict[tuple[str, str], ApiOp] = {
-    ("GET", "/entries"): ApiOp(),
-    ("POST", "/entries"): ApiOp(
-        Role.MEMBER,
-        {"name": "new-model", "kind": "openai", "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
-    ),
-    ("PUT", "/entries/{name}"): ApiOp(
-        Role.MEMBER, {"kind": "openai", "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m2"}}
-    ),
-    ("POST", "/blends"): ApiOp(
-        Role.MEMBER, {"name": "new-blend", "strategy": "majority_vote", "members": ["red-model-a", "red-model-b"]}
-    ),
-    ("GET", "/suites"): ApiOp(),
-    ("POST", "/suites"): ApiOp(Role.MEMBER, _suite_upload_body("swept")),
-    ("POST", "/suites/builtin"): ApiOp(Role.MEMBER, {"name": "arithmetic", "size": 4, "seed": 7}),
-    ("POST", "/runs"): ApiOp(Role.MEMBER, {"suite": "arithmetic", "entries": ["red-model-a"]}),
-    ("GET", "/runs/{run_id}"): ApiOp(),
-    ("GET", "/leaderboard/{suite}"): ApiOp(),
-    ("GET", "/schedules"): ApiOp(),
-    ("POST", "/schedules"): ApiOp(
-        Role.MEMBER, {"name": "new-schedule", "suite": "arithmetic", "entries": ["red-model-a"]}
-    ),
-    ("GET", "/schedules/{schedule_id}"): ApiOp(),
-    ("PUT", "/schedules/{schedule_id}"): ApiOp(
-        Role.MEMBER, {"name": "red-nightly", "suite": "arithmetic", "entries": ["red-model-b"], "cron": "0 3 * * *"}
-    ),
-    ("DELETE", "/schedules/{schedule_id}"): ApiOp(Role.MEMBER),
-    ("POST", "/schedules/{schedule_id}/run"): ApiOp(Role.MEMBER),
-    ("GET", "/notifications"): ApiOp(Role.OWNER),
-    ("PUT", "/notifications"): ApiOp(Role.OWNER, {"webhook_url": "https://hooks.example.com/arena"}),
-    ("GET", "/queue"): ApiOp(),
-    ("GET", "/merges"): ApiOp(),
-    ("GET", "/merges/{merge}"): ApiOp(),
-    ("POST", "/merges/{merge}/materialize"): ApiOp(Role.MEMBER),
-    ("POST", "/runs/{run_id}/searches"): ApiOp(
-        Role.MEMBER, {"members": ["red-model-a", "red-model-b"], "budget_metric": "calls", "budget": 1.5}
-    ),
-    ("GET", "/searches/{search_id}"): ApiOp(),
-}
-
-# Websocket routes: every one is a team's live channel, open to its members (any role).
-WS_ROUTES = {"ws/t/<slug:team>/runs/<int:run_id>/", "ws/t/<slug:team>/leaderboard/<slug:suite>/"}
-
-# Strings only the red team's data contains: none may reach a blue client.
-RED_MARKERS = ("red-model-a", "red-model-b", "red-blend", "red-merge")
-
 
 # --- Discovery -----------------------------------------------------------------------------
 
@@ -196,7 +78,7 @@ def test_every_route_is_classified():
     routes = discovered_page_routes()
     unclassified = sorted(set(routes) - set(PAGE_ROUTES))
     gone = sorted(set(PAGE_ROUTES) - set(routes))
-    assert not unclassified, f"classify these routes in PAGE_ROUTES ({__name__}): {unclassified}"
+    assert not unclassified, f"classify these routes in PAGE_ROUTES ({routes.__name__}): {unclassified}"
     assert not gone, f"these classified routes no longer exist: {gone}"
     api_ops = discovered_api_operations()
     assert not api_ops - set(API_OPERATIONS), (
@@ -204,86 +86,6 @@ def test_every_route_is_classified():
     )
     assert not set(API_OPERATIONS) - api_ops, f"gone from the API: {sorted(set(API_OPERATIONS) - api_ops)}"
     assert discovered_ws_routes() == WS_ROUTES
-
-
-# --- The red team's objects ----------------------------------------------------------------
-
-
-@dataclass
-class Red:
-    team: Team
-    values: dict = field(default_factory=dict)  # URL argument name -> the red object's id or name
-
-
-@pytest.fixture
-def red(team, owner) -> Red:
-    suite = SuiteFactory(team=team, size=4)
-    endpoint = {"base_url": "http://127.0.0.1:9/v1"}
-    a = EntryFactory(team=team, name="red-model-a", kind=Kind.OPENAI, config={**endpoint, "model": "a"})
-    b = EntryFactory(team=team, name="red-model-b", kind=Kind.OPENAI, config={**endpoint, "model": "b"})
-    blend = BlendFactory(team=team, name="red-blend", members=[a, b])
-    recipe = {"method": "linear", "members": [{"entry": a.name}, {"entry": b.name}]}
-    merge = EntryFactory(team=team, name="red-merge", kind=Kind.MERGE, config=recipe)
-    Materialization.objects.create(entry=merge, state=MergeState.FAILED, reason="a failed merge can be started again")
-    # With dev, as a run of a learned blend has it: a blend search reads dev only.
-    run = RunFactory(suite=suite, splits=["dev", "test"])
-    for entry in (a, b, blend):
-        RunEntryFactory(run=run, entry=entry, total_items=2, done_items=2, score=0.5, ci_low=0.2, ci_high=0.8, n=2)
-    item = suite.items.filter(split="test").first()
-    raw_invite = "red-invitation-secret"
-    Invitation.objects.create(
-        team=team, email="new@example.com", role=Role.MEMBER, digest=hash_token(raw_invite), invited_by=owner
-    )
-    ApiToken.issue(team, "red-ci")
-    schedule = save_schedule(team, name="red-nightly", suite=suite.name, entries=[a.name, blend.name], user=owner)
-    search = BlendSearch.objects.create(team=team, run=run, members=[a.name, b.name], state=State.DONE)
-    return Red(
-        team,
-        {
-            "team": team.slug,
-            "entry_id": a.pk,
-            "suite_id": suite.pk,
-            "run_id": run.pk,
-            "item_id": item.pk,
-            "suite": suite.name,
-            "token": raw_invite,
-            "name": a.name,
-            "schedule_id": schedule.pk,
-            "merge": merge.name,
-            "search_id": search.pk,
-        },
-    )
-
-
-ARGUMENT = re.compile(r"<(?:\w+:)?(\w+)>|\{(?:\w+:)?(\w+)\}")  # <conv:name> (Django) or {name} (OpenAPI)
-
-
-def arguments(route: str) -> set[str]:
-    return {a or b for a, b in ARGUMENT.findall(route)}
-
-
-def fill(route: str, values: dict) -> str:
-    """The route with every argument replaced by the red object's id or name."""
-    missing = arguments(route) - set(values)
-    assert not missing, f"the sweep has no red object for URL arguments {missing}: add them to the red fixture"
-    return "/" + ARGUMENT.sub(lambda m: str(values[m.group(1) or m.group(2)]), route).lstrip("/")
-
-
-def shows_red(response) -> bool:
-    return any(marker.encode() in response.content for marker in RED_MARKERS)
-
-
-def client_for(user) -> Client:
-    client = csrf_client(user)
-    client.get("/login/")  # the CSRF cookie a browser would hold
-    return client
-
-
-def post_with_token(client: Client, url: str, data: dict | None = None):
-    return client.post(url, {**(data or {}), "csrfmiddlewaretoken": client.cookies["csrftoken"].value})
-
-
-PERSONA_ROLE = {"viewer": Role.VIEWER, "teammate": Role.MEMBER, "owner": Role.OWNER}
 
 
 # --- Pages ---------------------------------------------------------------------------------
@@ -403,9 +205,11 @@ def api_call(client: Client, method: str, path: str, token: str | None, body: di
 
 def red_state(team: Team) -> dict:
     """Everything the red team owns, as a comparable value: counts of its rows and its entries' configs."""
-    owned = [m for m in apps.get_models() if m.__module__.startswith("arena.") and "team" in _fields(m)]
-    state = {m._meta.label: m.objects.filter(team=team).count() for m in owned}
-    state["entries"] = sorted((e.name, e.kind, json.dumps(e.config, sort_keys=True)) for e in team.entries.all())
+    owned = [model for model in apps.get_models() if model.__module__.startswith("arena.") and "team" in _fields(model)]
+    state = {model._meta.label: model.objects.filter(team=team).count() for model in owned}
+    state["entries"] = sorted(
+        (entry.name, entry.kind, json.dumps(entry.config, sort_keys=True)) for entry in team.entries.all()
+    )
     return state
 
 

@@ -7,7 +7,9 @@ import math
 
 import plotly.graph_objects as go
 import pytest
+from django.core.exceptions import ValidationError
 
+from arena.evaluations.blends import fitted_for_serving
 from arena.evaluations.models import EntryState, Generation, Run, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.models import Entry
@@ -19,7 +21,7 @@ from arena.teams.models import ApiToken, Role, Team
 from ensembles.search import verdict
 from ensembles.suites import Suite as LibSuite
 from ensembles.suites import get_builtin
-from tests.factories import EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
+from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
 from tests.helpers import csrf_client, finished, post_form, wait_for
 
 # --- A finished run built by hand (no worker) ----------------------------------------------------
@@ -96,14 +98,14 @@ def test_a_finished_search_keeps_every_candidate_the_pareto_set_and_its_own_cost
     assert search.seconds > 0
     assert results["pareto"]
     for i in results["pareto"]:
-        c = results["candidates"][i]
-        assert c["within_budget"] and c["cost"]["calls"] <= 1.5
-    assert any(not c["within_budget"] for c in results["candidates"] if not c["error"])
-    assert [m["members"] for m in results["members"]] == [["a"], ["b"], ["c"]]
+        candidate = results["candidates"][i]
+        assert candidate["within_budget"] and candidate["cost"]["calls"] <= 1.5
+    assert any(not candidate["within_budget"] for candidate in results["candidates"] if not candidate["error"])
+    assert [member["members"] for member in results["members"]] == [["a"], ["b"], ["c"]]
     assert "router" in results["left_out"]
     fig = search_chart(results, "calls", 1.5)
     go.Figure(fig)  # plotly checks every property against its schema
-    names = [t["name"] for t in fig["data"]]
+    names = [trace["name"] for trace in fig["data"]]
     assert names[-1] == "Pareto set" and "member alone" in names and "over budget" in names
     assert fig["layout"]["shapes"][0]["x0"] == 1.5
 
@@ -116,12 +118,14 @@ def test_the_search_page_says_from_the_numbers_whether_a_blend_beats_the_best_me
     search.refresh_from_db()
     results = search.results
     # No candidate only ever consults one member (such as selecting k=1 member): those are the members alone.
-    assert not any(c["strategy"] == "mi_selection" and c["params"]["k"] == 1 for c in results["candidates"])
-    assert all(len(c["members"]) >= 2 for c in results["candidates"])
+    assert not any(
+        candidate["strategy"] == "mi_selection" and candidate["params"]["k"] == 1 for candidate in results["candidates"]
+    )
+    assert all(len(candidate["members"]) >= 2 for candidate in results["candidates"])
 
     page = csrf_client(owner).get(f"/t/red/searches/{search.pk}/")
     assert page.status_code == 200
-    best_member = max(results["members"], key=lambda m: m["quality"])
+    best_member = max(results["members"], key=lambda member: member["quality"])
     said = page.context["verdict"]
     assert said == verdict(results) and said["member"] == best_member["members"][0] == "a"
     claim = said["candidate"]
@@ -197,6 +201,25 @@ def test_a_run_that_has_not_finished_or_has_no_dev_split_cannot_be_searched(api,
 
 
 @pytest.mark.django_db
+def test_a_run_finished_with_errors_is_searched_and_served_over_the_entries_that_finished(team, no_encoder):
+    run, entries = hand_run(team)
+    broken = EntryFactory(team=team, name="d")
+    RunEntryFactory(run=run, entry=broken, state=EntryState.FAILED, error="its files are gone")
+    Run.objects.filter(pk=run.pk).update(state=State.PARTIAL)
+    run.refresh_from_db()
+    assert services.searchable_members(run) == ["a", "b", "c"]
+    with pytest.raises(ValidationError, match="not finished entries"):
+        services.start_search(team, run, members=["a", "d"], budget_metric="calls")
+    search = services.start_search(team, run, members=["a", "b", "c"], budget_metric="calls")
+    services.run_search(search.pk)
+    assert BlendSearch.objects.get(pk=search.pk).state == State.DONE
+    # A learned blend of the finished members is served as fitted on this run's dev answers.
+    weighted = BlendFactory(team=team, name="weighted", strategy="weighted_vote", members=[entries["a"], entries["b"]])
+    RunEntryFactory(run=run, entry=weighted)
+    assert fitted_for_serving(weighted).run_id == run.pk
+
+
+@pytest.mark.django_db
 def test_another_team_s_run_and_search_answer_404_and_a_viewer_token_403(api, team, no_encoder):
     run, _ = hand_run(team)
     search = services.start_search(team, run, members=["a", "b"])
@@ -205,7 +228,7 @@ def test_another_team_s_run_and_search_answer_404_and_a_viewer_token_403(api, te
     assert api("get", f"/searches/{search.pk}", auth=blue).status_code == 404
     _, viewer = ApiToken.issue(team, "viewer", role=Role.VIEWER)
     assert api("post", f"/runs/{run.pk}/searches", {"members": ["a", "b"]}, auth=viewer).status_code == 403
-    assert api("get", f"/searches/{search.pk}", auth=viewer).json()["state"] == "queued"
+    assert api("get", f"/searches/{search.pk}", auth=viewer).json()["state"] == State.QUEUED
     assert BlendSearch.objects.count() == 1
 
 
@@ -274,7 +297,7 @@ def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_n
     run = wait_for(lambda: finished(first.pk), timeout=180, what="the members' run")
     assert run.state == State.DONE, run.error
 
-    names = [m.name for m in members]
+    names = [member.name for member in members]
     started = api("post", f"/runs/{run.pk}/searches", {"members": names, "budget_metric": "calls", "budget": 2.5})
     assert started.status_code == 201, started.content
     search = wait_for(lambda: finished_search(started.json()["id"]), timeout=240, what="the search")
@@ -282,8 +305,10 @@ def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_n
     body = api("get", f"/searches/{search.pk}").json()
     assert body["candidates_evaluated"] == len(body["candidates"]) > 50 and body["seconds"] > 0
     assert "router" not in body["left_out"]  # the shipped encoder is at hand, so the router was searched
-    assert any(c["strategy"] == "logprob_pool" for c in body["candidates"])  # the members scored options
-    assert body["pareto"] and all(c["cost"]["calls"] <= 2.5 for c in body["pareto"])
+    assert any(
+        candidate["strategy"] == "logprob_pool" for candidate in body["candidates"]
+    )  # the members scored options
+    assert body["pareto"] and all(candidate["cost"]["calls"] <= 2.5 for candidate in body["pareto"])
     assert body["verdict"] == verdict({**body, "members": body["members_alone"], "metric": "calls"})
 
     client = csrf_client(owner)
@@ -301,7 +326,7 @@ def test_a_search_from_a_finished_run_registers_its_best_blend_whose_run_costs_n
     assert response.status_code == 302, response.content
     blend = Entry.objects.get(team=team, name="found")
     assert blend.strategy == best["strategy"] and blend.params == best["params"]
-    assert [m.name for m in blend.ordered_members()] == best["members"]
+    assert [member.name for member in blend.ordered_members()] == best["members"]
     second = Run.objects.exclude(pk=run.pk).get()
     assert response["Location"] == f"/t/red/runs/{second.pk}/"
     second = wait_for(lambda: finished(second.pk), timeout=180, what="the found blend's run")

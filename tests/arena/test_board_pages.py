@@ -301,10 +301,10 @@ def test_compare_on_a_run_lists_the_items_where_the_two_differ(owner, team, boar
     page = client.get(compare_url(team, a=entries["vote"].pk, b=entries["a"].pk, run=run.pk))
     assert page.status_code == 200
     result = page.context["result"]
-    s = result["summary"]
-    assert (s["items"], s["a_better"], s["b_better"], s["same"]) == (4, 2, 1, 1)
-    assert s["diff"] == pytest.approx(0.25) and s["diff_low"] <= s["diff"] <= s["diff_high"]
-    assert 0 <= s["mcnemar_p"] <= 1
+    summary = result["summary"]
+    assert (summary["items"], summary["a_better"], summary["b_better"], summary["same"]) == (4, 2, 1, 1)
+    assert summary["diff"] == pytest.approx(0.25) and summary["diff_low"] <= summary["diff"] <= summary["diff_high"]
+    assert 0 <= summary["mcnemar_p"] <= 1
     assert [(r["a_prediction"], r["b_prediction"]) for r in result["rows"]] == [("x", "2"), ("3", "3"), ("4", "4")]
     body = page.content.decode()
     assert f"/t/{team.slug}/runs/{run.pk}/items/{result['rows'][0]['a_item_id']}/" in body
@@ -388,7 +388,7 @@ def test_the_entry_page_marks_a_regression_in_its_history_and_chart(owner, team,
     assert history[worse.pk]["regressed"] and history[worse.pk]["previous_run_id"] == run.pk
     assert history[worse.pk]["delta"] == pytest.approx(-0.75)
     assert not history[run.pk]["regressed"]  # the first result has nothing to fall from
-    traces = {t["name"]: t for t in page.context["history_chart"]["data"]}
+    traces = {trace["name"]: trace for trace in page.context["history_chart"]["data"]}
     assert traces["regression"]["text"][0].startswith(f"run #{worse.pk} on arithmetic")
     assert len(traces["arithmetic"]["x"]) == 2
     assert "regressed" in page.content.decode()
@@ -415,7 +415,7 @@ def test_the_run_page_draws_the_members_error_correlation_and_kappa(owner, team,
     run, _ = board
     page = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/")
     fig = page.context["agreement_chart"]
-    assert [t["type"] for t in fig["data"]] == ["heatmap", "heatmap"]
+    assert [trace["type"] for trace in fig["data"]] == ["heatmap", "heatmap"]
     assert fig["data"][0]["x"] == ["a", "b", "c"]
     assert fig["data"][0]["z"] == page.context["diversity"]["error_correlation"]
     assert fig["data"][1]["z"] == page.context["diversity"]["kappa"]

@@ -131,16 +131,24 @@ def test_a_gen_fuser_blend_costs_its_fusers_calls_and_a_second_combine_makes_non
     member_scores = Score.objects.filter(run=run, entry__in=members)
     fuser_tokens = 0
     for score in Score.objects.filter(run=run, entry=blend).select_related("item"):
-        answers = sorted(member_scores.filter(item=score.item), key=lambda s: s.entry.name)
-        candidates = "\n".join(f"{i}. {s.prediction}" for i, s in enumerate((s for s in answers if s.prediction), 1))
+        answers = sorted(member_scores.filter(item=score.item), key=lambda member_score: member_score.entry.name)
+        candidates = "\n".join(
+            f"{i}. {member_score.prediction}"
+            for i, member_score in enumerate((member_score for member_score in answers if member_score.prediction), 1)
+        )
         prompt = f"Question: {score.item.data['input']}\nCandidate answers:\n{candidates or '(none)'}\nAnswer:"
         generation = Generation.objects.get(key=generation_key(fingerprint, prompt, params))
         assert score.details["fused_text"] == generation.text
         assert score.member_calls == 3
         fuser_tokens += generation.prompt_tokens + generation.completion_tokens
-        assert score.tokens == sum(s.tokens for s in answers) + generation.prompt_tokens + generation.completion_tokens
+        assert (
+            score.tokens
+            == sum(member_score.tokens for member_score in answers)
+            + generation.prompt_tokens
+            + generation.completion_tokens
+        )
         assert score.latency_s >= generation.latency_s
-    assert fused.tokens == sum(s.tokens for s in member_scores) + fuser_tokens
+    assert fused.tokens == sum(member_score.tokens for member_score in member_scores) + fuser_tokens
 
     generations = Generation.objects.count()
     again = create_run(team, suite, [blend], user=owner)
@@ -171,7 +179,7 @@ def test_a_pipeline_whose_step_cannot_load_fails_the_blend_with_the_reason(worke
     run = create_run(team, suite, [models["tiny-a"], models["tiny-b"], blend], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
 
-    assert run.state == State.FAILED
+    assert run.state == State.PARTIAL  # tiny-a and tiny-b finished
     chain = RunEntry.objects.get(run=run, entry=blend)
     assert chain.state == State.FAILED
     assert "has no *.safetensors weights" in chain.error

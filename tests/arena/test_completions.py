@@ -13,7 +13,7 @@ import pytest
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken
 from ensembles.backends import BackendOptions, make_backend
-from tests.arena.test_serving import call
+from tests.helpers import json_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +45,7 @@ def test_echo_with_max_tokens_0_gives_each_prompt_tokens_log_probability(live_se
     context, continuation = "What is 3 + 4 ?", " 7"
     ids = backend.encode(context + continuation)
     body = {"model": "m0", "prompt": [ids], "max_tokens": 0, "echo": True, "logprobs": 2}
-    status, data = call(f"{live_server.url}/v1/completions", body, token)
+    status, data = json_request(f"{live_server.url}/v1/completions", body, token)
     assert status == 200, data
     [choice] = data["choices"]
     lp = choice["logprobs"]
@@ -69,9 +69,9 @@ def test_text_prompts_generate_n_choices_with_finish_reason_and_logprobs(live_se
         "n": 2,
         "logprobs": 1,
     }
-    status, data = call(f"{live_server.url}/v1/completions", body, token)
+    status, data = json_request(f"{live_server.url}/v1/completions", body, token)
     assert status == 200, data
-    assert [c["index"] for c in data["choices"]] == [0, 1, 2, 3]
+    assert [choice["index"] for choice in data["choices"]] == [0, 1, 2, 3]
     assert data["choices"][0]["text"] == data["choices"][1]["text"]  # greedy: the same answer twice
     for choice in data["choices"]:
         assert choice["finish_reason"] in ("stop", "length")
@@ -85,13 +85,13 @@ def test_a_probability_pool_blend_scores_tokens_by_averaging_member_probabilitie
     token, paths = served
     ids = [6, 7, 12 + 3, 8, 12 + 4, 10]
     body = {"model": "pool", "prompt": ids, "max_tokens": 0, "echo": True, "logprobs": 0}
-    status, data = call(f"{live_server.url}/v1/completions", body, token)
+    status, data = json_request(f"{live_server.url}/v1/completions", body, token)
     assert status == 200, data
     pooled = data["choices"][0]["logprobs"]["token_logprobs"]
     members = []
     for path in paths:
         backend = local(path)
-        members.append([s.logprob for s in backend.score_tokens([ids], [0])[0]])
+        members.append([token_score.logprob for token_score in backend.score_tokens([ids], [0])[0]])
     expected = [math.log((math.exp(a) + math.exp(b)) / 2) for a, b in zip(*members, strict=True)]
     assert pooled[0] is None
     assert pooled[1:] == pytest.approx(expected, abs=1e-4)
@@ -123,7 +123,7 @@ def test_a_probability_pool_blend_scores_tokens_by_averaging_member_probabilitie
 def test_what_cannot_be_answered_gets_an_openai_error_naming_the_parameter(live_server, served, model, extra, param):
     token, _ = served
     body = {"model": model, "prompt": "What is 1 + 2 ?", **extra}
-    status, data = call(f"{live_server.url}/v1/completions", body, token)
+    status, data = json_request(f"{live_server.url}/v1/completions", body, token)
     assert status in (400, 404), data
     assert data["error"]["param"] == param
     assert data["error"]["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
@@ -133,9 +133,9 @@ def test_another_teams_token_cannot_reach_these_models(live_server, served, outs
     from arena.teams.models import Team
 
     other = ApiToken.issue(Team.objects.get(slug="blue"), "other")[1]
-    status, data = call(f"{live_server.url}/v1/completions", {"model": "m0", "prompt": "1"}, other)
+    status, data = json_request(f"{live_server.url}/v1/completions", {"model": "m0", "prompt": "1"}, other)
     assert status == 404 and data["error"]["param"] == "model"
-    status, data = call(f"{live_server.url}/v1/completions", {"model": "m0", "prompt": "1"}, None)
+    status, data = json_request(f"{live_server.url}/v1/completions", {"model": "m0", "prompt": "1"}, None)
     assert status == 401 and data["error"]["type"] == "authentication_error"
 
 
@@ -226,7 +226,7 @@ def test_lm_eval_local_completions_picks_what_the_arena_picks_item_for_item(live
     ours = {}
     for doc_id, doc in enumerate(docs):
         context = f"Question: What is {doc['a']} + {doc['b']} ? Answer:"
-        ours[doc_id] = backend.loglikelihood([(context, " " + c) for c in doc["choices"]])
+        ours[doc_id] = backend.loglikelihood([(context, " " + choice) for choice in doc["choices"]])
     assert sorted(theirs) == sorted(ours) == list(range(len(ITEMS)))
     for doc_id in ours:
         assert theirs[doc_id] == pytest.approx(ours[doc_id], abs=1e-3), doc_id
@@ -253,11 +253,11 @@ def test_lm_eval_scores_a_probability_pool_blend_by_its_pooled_token_probabiliti
         expected = []
         for choice in doc["choices"]:
             ids = context + members[0].encode(" " + choice)
-            per_member = [m.score_tokens([ids], [len(context)])[0] for m in members]
+            per_member = [member.score_tokens([ids], [len(context)])[0] for member in members]
             expected.append(
                 sum(
-                    math.log(sum(math.exp(s[t].logprob) for s in per_member) / 2)
-                    for t in range(len(ids) - len(context))
+                    math.log(sum(math.exp(member_tokens[position].logprob) for member_tokens in per_member) / 2)
+                    for position in range(len(ids) - len(context))
                 )
             )
         assert theirs[doc_id] == pytest.approx(expected, abs=1e-3), doc_id
@@ -268,7 +268,7 @@ def test_a_pool_blend_answers_a_log_likelihood_request_as_lm_eval_sends_it(live_
     token, _ = served
     ids = [6, 7, 15, 8, 16, 10]
     body = {"model": "pool", "prompt": [ids], "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
-    status, data = call(f"{live_server.url}/v1/completions", body, token)
+    status, data = json_request(f"{live_server.url}/v1/completions", body, token)
     assert status == 200, data
     lp = data["choices"][0]["logprobs"]
     assert len(lp["token_logprobs"]) == len(ids) + 1  # the prompt, then the one pooled next token

@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from arena.core.states import TERMINAL, State
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,6 @@ def get_json(url: str, token: str | None = None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_up_runs_the_demo_to_a_leaderboard_and_one_ctrl_c_stops_everything(tmp_path):
@@ -104,8 +96,13 @@ def test_up_runs_the_demo_to_a_leaderboard_and_one_ctrl_c_stops_everything(tmp_p
         assert rows["majority-vote"]["lift"] is not None
         children = psutil.Process(proc.pid).children(recursive=True)
         # The embedded Redis listens on loopback only.
-        redis_procs = [p for p in children if p.exe().endswith("redis-server")]
-        listening = [c.laddr.ip for p in redis_procs for c in p.net_connections("tcp") if c.status == "LISTEN"]
+        redis_procs = [process for process in children if process.exe().endswith("redis-server")]
+        listening = [
+            connection.laddr.ip
+            for process in redis_procs
+            for connection in process.net_connections("tcp")
+            if connection.status == "LISTEN"
+        ]
         assert listening and set(listening) == {"127.0.0.1"}
         assert len(children) >= 4  # redis, worker, beat, web (and worker children)
     finally:
@@ -117,4 +114,4 @@ def test_up_runs_the_demo_to_a_leaderboard_and_one_ctrl_c_stops_everything(tmp_p
     assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
     assert "Stopped." in (tmp_path / "up.log").read_text()
     time.sleep(0.5)
-    assert [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert [process for process in children if process.is_running() and process.status() != psutil.STATUS_ZOMBIE] == []

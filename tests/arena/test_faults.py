@@ -105,9 +105,9 @@ class Endpoint:
 
 @pytest.fixture
 def endpoint():
-    e = Endpoint()
-    yield e
-    e.close()
+    server = Endpoint()
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -118,7 +118,9 @@ def arena(team, owner, endpoint):
         register_model(team, name=name, kind="openai", config={**config, "model": name}, user=owner)
         for name in ("echo-a", "echo-b")
     ]
-    blend = register_blend(team, name="vote", strategy="majority_vote", params={}, members=[m.name for m in members])
+    blend = register_blend(
+        team, name="vote", strategy="majority_vote", params={}, members=[member.name for member in members]
+    )
     suite = SuiteFactory(team=team, size=SUITE_SIZE)
     return suite, members, blend
 
@@ -211,9 +213,9 @@ class RedisServer:
     """A Redis of the test's own (the shared one must stay up), persisted like the embedded one."""
 
     def __init__(self, directory: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            self.port = listener.getsockname()[1]
         self.directory = directory
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -291,7 +293,7 @@ def test_a_broker_outage_mid_run_delays_the_run_and_loses_nothing(
     worker.env["REDIS_URL"] = broker.url
     worker.start()
     try:
-        run_id = create_run_elsewhere(broker.url, suite.pk, [e.pk for e in (*members, blend)])
+        run_id = create_run_elsewhere(broker.url, suite.pk, [entry.pk for entry in (*members, blend)])
         assert endpoint.holding.wait(timeout=180), "no batch reached the endpoint"
         held = WorkItem.objects.get(run_id=run_id, state=State.RUNNING)
         broker.kill()
@@ -325,7 +327,7 @@ def test_batches_a_broker_without_persistence_lost_are_sent_again_by_the_sweep(
     worker.env["REDIS_URL"] = broker.url
     try:
         planner.start()
-        run_id = create_run_elsewhere(broker.url, suite.pk, [e.pk for e in (*members, blend)])
+        run_id = create_run_elsewhere(broker.url, suite.pk, [entry.pk for entry in (*members, blend)])
         wait_for(
             lambda: (
                 Run.objects.get(pk=run_id).state == State.RUNNING and WorkItem.objects.filter(run_id=run_id).exists()
@@ -363,9 +365,9 @@ def test_with_every_live_event_lost_a_reconnecting_page_shows_what_the_database_
 
     suite, members, blend = arena
     worker = WorkerProcess(worker_roots)
-    with socket.socket() as s:  # a port nobody listens on: the worker's channel layer is down all run long
-        s.bind(("127.0.0.1", 0))
-        worker.env["ARENA_CHANNEL_LAYER_URL"] = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    with socket.socket() as listener:  # a port nobody listens on: the worker's channel layer is down all run long
+        listener.bind(("127.0.0.1", 0))
+        worker.env["ARENA_CHANNEL_LAYER_URL"] = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
     worker.start()
     client.force_login(owner)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
@@ -400,9 +402,13 @@ def test_with_every_live_event_lost_a_reconnecting_page_shows_what_the_database_
     snapshot = client.get(f"/t/{team.slug}/runs/{run.pk}/{live_url}").json()["snapshot"]
     assert snapshot["state"] == State.DONE
     stored = {run_entry.entry.name: run_entry for run_entry in RunEntry.objects.filter(run=run).select_related("entry")}
-    assert {e["entry"] for e in snapshot["entries"]} == set(stored)
-    for e in snapshot["entries"]:
-        assert (e["state"], e["done_items"], e["score"]) == (State.DONE, TEST_ITEMS, stored[e["entry"]].score)
+    assert {entry["entry"] for entry in snapshot["entries"]} == set(stored)
+    for entry in snapshot["entries"]:
+        assert (entry["state"], entry["done_items"], entry["score"]) == (
+            State.DONE,
+            TEST_ITEMS,
+            stored[entry["entry"]].score,
+        )
     board_page = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/")
     board_url = re.search(rb'data-live="([^"]+)"', board_page.content).group(1).decode().replace("&amp;", "&")
     board = client.get(f"/t/{team.slug}/leaderboard/{suite.name}/{board_url}").json()["snapshot"]

@@ -60,12 +60,12 @@ def dev_answers(run: Run) -> tuple[list[list[MemberAnswer]], list[str]]:
         outputs.append(
             [
                 MemberAnswer(
-                    member=m,
-                    answer=row[m].prediction,
-                    logprob=row[m].details.get("mean_logprob"),
-                    option_logprobs=row[m].details.get("option_logprobs"),
+                    member=member,
+                    answer=row[member].prediction,
+                    logprob=row[member].details.get("mean_logprob"),
+                    option_logprobs=row[member].details.get("option_logprobs"),
                 )
-                for m in MEMBERS
+                for member in MEMBERS
             ]
         )
         references.append(suite.reference_answer(library_item(items[item_id])))
@@ -116,12 +116,12 @@ def test_the_run_page_shows_boosting_rounds_and_each_calibrated_members_reliabil
         )
         assert row in body
 
-    tables = {t["entry"]: t for t in page.context["calibration_tables"]}
+    tables = {table["entry"]: table for table in page.context["calibration_tables"]}
     # The uncalibrated cascade has no reliability table.
     assert set(tables) == {"calibrated-cascade", "calibrated-vote"}
     for blend in (cascade, vote):
-        shown = {m["member"]: m for m in tables[blend.name]["members"]}
-        assert shown == {m: {"member": m, **expected_calibration[m]} for m in MEMBERS}
+        shown = {member["member"]: member for member in tables[blend.name]["members"]}
+        assert shown == {member: {"member": member, **expected_calibration[member]} for member in MEMBERS}
         assert f'id="calibration-{blend.pk}"' in body
     for member, fitted in expected_calibration.items():
         assert fitted["answers"] == 12

@@ -18,20 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arena.benchmarks.services import import_suite
 from arena.core.text import control_problem
 from arena.evaluations.models import Run
-from arena.registry.models import Entry
+from arena.registry.models import Entry, Kind
 from arena.schedules.services import save_schedule
 from arena.teams.models import ApiToken, Role, Team
-from ensembles.suites import get_builtin
-from tests.arena import test_access_sweep as sweep
-from tests.arena.test_access_sweep import API_OPERATIONS, PAGE_ROUTES, TeamRoute, client_for, fill
+from tests.arena import routes
+from tests.arena.routes import API_OPERATIONS, PAGE_ROUTES, TeamRoute, client_for, fill
+from tests.factories import EntryFactory, RunFactory, SuiteFactory
 from tests.helpers import row_counts
 
 pytestmark = pytest.mark.django_db
 
-red = sweep.red  # the access sweep's red team, one object of every kind: its ids fill the routes
 
 TEN_MB = "x" * (10 * 1024 * 1024)
 FUZZ = settings(
@@ -67,7 +65,7 @@ FIELDS = [
     "token", "password", "username", "password1", "password2", "expires", "next",
 ]  # fmt: skip
 
-CONTROL = st.sampled_from([chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), *range(127, 160)]])
+CONTROL = st.sampled_from([chr(code) for code in [*range(0, 9), 11, 12, *range(14, 32), *range(127, 160)]])
 # Any unicode a client can encode but control characters, which the "nul" and "control" kinds add.
 TEXT = st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=30)
 
@@ -138,11 +136,11 @@ def holds_control(value) -> bool:
 def blue(red, outsider):
     """The other team, with an entry, a suite, a run and a schedule of its own."""
     team = Team.objects.get(slug="blue")
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
-    entry = Entry.objects.create(
-        team=team, name="blue-model", kind="openai", config={"base_url": "http://h/v1", "model": "b"}
+    suite = SuiteFactory(team=team, size=4)
+    entry = EntryFactory(
+        team=team, name="blue-model", kind=Kind.OPENAI, config={"base_url": "http://h/v1", "model": "b"}
     )
-    Run.objects.create(team=team, suite=suite, splits=["test"], state="done")
+    RunFactory(suite=suite)
     save_schedule(team, name="blue-nightly", suite=suite.name, entries=[entry.name])
     return blue_ids()  # fmt: skip
 
@@ -250,7 +248,7 @@ def test_hostile_model_listings_and_bearer_keys_never_answer_5xx(
 
 
 # Every /v1 route the access sweep classifies (bearer-token routes), its URL arguments hostile too.
-V1_ROUTES = sorted(r for r, k in PAGE_ROUTES.items() if k == sweep.TOKEN)
+V1_ROUTES = sorted(r for r, k in PAGE_ROUTES.items() if k == routes.TOKEN)
 V1_FIELDS = [*CHAT_FIELDS, "prompt", "n", "stream", "max_completion_tokens", "input"]
 
 
@@ -263,7 +261,7 @@ def test_every_v1_route_answers_hostile_values_with_a_4xx_and_stores_nothing(
     def call(data):
         for kind in JSON_KINDS:
             text_kind = kind if kind in TEXT_KINDS and kind != "10mb" else "unicode"
-            args = {a: data.draw(hostile_text(blue, text_kind)) for a in sweep.arguments(route)}
+            args = {a: data.draw(hostile_text(blue, text_kind)) for a in routes.arguments(route)}
             url = fill(route, {a: quote(v, safe="") for a, v in args.items()})
             fields = data.draw(st.lists(st.sampled_from(V1_FIELDS), min_size=1, max_size=4, unique=True))
             body = {f: data.draw(hostile_json(blue, kind)) for f in fields}

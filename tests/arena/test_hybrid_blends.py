@@ -52,7 +52,7 @@ def test_a_blend_registers_as_a_member_of_another_blend_through_the_api(api, tea
     response = api("post", "/blends", body)
     assert response.status_code == 201, response.content
     assert response.json()["members"] == ["vote", "tiny-a"]
-    listed = {e["name"]: e for e in api("get", "/entries").json()}
+    listed = {entry["name"]: entry for entry in api("get", "/entries").json()}
     assert listed["cheap-first"]["members"] == ["vote", "tiny-a"]
 
 
@@ -219,7 +219,9 @@ def test_a_hybrid_is_served_with_each_model_generating_once(client, token, team,
     # tiny-a answered the vote and the outer blend from one generation, counted once in the usage.
     generations = list(Generation.objects.all())
     assert len(generations) == 3
-    assert body["usage"]["total_tokens"] == sum(g.prompt_tokens + g.completion_tokens for g in generations)
+    assert body["usage"]["total_tokens"] == sum(
+        generation.prompt_tokens + generation.completion_tokens for generation in generations
+    )
     assert chat(client, token, "outer")[1]["choices"] == body["choices"]
     assert Generation.objects.count() == 3
 
@@ -239,7 +241,8 @@ def test_a_hybrid_over_a_learned_blend_is_a_422_naming_it(client, token, team, m
 
 def model_scores(run, item, names) -> dict[str, Score]:
     return {
-        s.entry.name: s for s in Score.objects.filter(run=run, item=item, entry__name__in=names).select_related("entry")
+        member_score.entry.name: member_score
+        for member_score in Score.objects.filter(run=run, item=item, entry__name__in=names).select_related("entry")
     }
 
 
@@ -279,15 +282,15 @@ def test_a_hybrid_runs_every_level_adds_costs_once_per_generation_and_runs_again
         deduplicated += score.details["consulted"] == ["vote", "tiny-a"]
         scores = model_scores(run, score.item, MODELS)
         assert score.member_calls == 3
-        assert score.tokens == sum(s.tokens for s in scores.values())
-        assert score.compute_s == pytest.approx(sum(s.compute_s for s in scores.values()))
+        assert score.tokens == sum(member_score.tokens for member_score in scores.values())
+        assert score.compute_s == pytest.approx(sum(member_score.compute_s for member_score in scores.values()))
         # The vote waited for its slowest model, tiny-a among them; the cascade makes no calls of its own.
         assert score.latency_s == Score.objects.get(run=run, entry=vote, item=score.item).latency_s
     assert deduplicated > 0, "no item made the cascade read tiny-a a second time"
     for score in Score.objects.filter(run=run, entry=top).select_related("item"):
         scores = model_scores(run, score.item, MODELS)
         assert score.member_calls == 3  # tiny-a, tiny-b and tiny-c, however many branches reached them
-        assert score.tokens == sum(s.tokens for s in scores.values())
+        assert score.tokens == sum(member_score.tokens for member_score in scores.values())
     assert rows["a-top"].tokens == sum(
         Score.objects.filter(run=run, entry__name__in=MODELS, item__split="test").values_list("tokens", flat=True)
     )
@@ -315,7 +318,8 @@ def test_a_failed_inner_blend_fails_the_outer_with_its_reason(worker, team, owne
     run = create_run(team, suite, [outer], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to finish")
 
-    assert run.state == State.FAILED
+    # tiny-a and tiny-b finished: the run is a result, with errors.
+    assert run.state == State.PARTIAL
     states = dict(RunEntry.objects.filter(run=run).values_list("entry__name", "state"))
     assert states == {
         "tiny-a": EntryState.DONE,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from arena.teams.models import ApiToken, Invitation, Membership, Role, Team
+from tests.factories import UserFactory
 from tests.helpers import PASSWORD, csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ def invite(owner, team, email="ivy@example.com", role="viewer") -> str:
 
 
 def user_with_email(username: str, email: str):
-    return get_user_model().objects.create_user(username, email=email, password=PASSWORD)
+    return UserFactory(username=username, email=email)
 
 
 # --- invitations ---------------------------------------------------------------------------------

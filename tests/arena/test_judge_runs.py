@@ -44,8 +44,8 @@ def test_a_judge_run_compares_every_pair_in_both_orders_and_judging_again_costs_
     # 4 items x 3 pairs, each shown in both orders: 24 judge prompts.
     comparisons = Comparison.objects.filter(run=run)
     assert comparisons.count() == len(QUESTIONS) * 3
-    assert all(c.forward_generation_id and c.swapped_generation_id for c in comparisons)
-    assert all(c.forward_generation_id != c.swapped_generation_id for c in comparisons)
+    assert all(comparison.forward_generation_id and comparison.swapped_generation_id for comparison in comparisons)
+    assert all(comparison.forward_generation_id != comparison.swapped_generation_id for comparison in comparisons)
     judge_info = run.results["judge"]
     assert judge_info["entry"] == "judge"
     assert judge_info["calls"] == len(QUESTIONS) * 3 * 2
@@ -82,7 +82,10 @@ def test_outcomes_become_per_item_scores_and_bradley_terry_ratings(team, owner, 
         Comparison.objects.create(run=run, item=item, first=b, second=c, forward="A", swapped="B", outcome="first")
         Comparison.objects.create(run=run, item=item, first=a, second=c, forward="A", swapped="A", outcome="tie")
     ratings = _judge_scores(run, [a, b, c])
-    values = {e.name: set(Score.objects.filter(run=run, entry=e).values_list("value", flat=True)) for e in (a, b, c)}
+    values = {
+        entry.name: set(Score.objects.filter(run=run, entry=entry).values_list("value", flat=True))
+        for entry in (a, b, c)
+    }
     assert values == {"alpha": {0.75}, "beta": {0.5}, "gamma": {0.25}}
     order = sorted(ratings["entries"], key=lambda n: -ratings["entries"][n]["rating"])
     assert order == ["alpha", "beta", "gamma"]

@@ -95,14 +95,14 @@ def test_a_run_snapshot_shows_the_runs_own_row_as_read_even_when_no_event_follow
     fresh = Run.objects.select_related("suite", "team").get(pk=run.pk)
     snapshot = run_snapshots.run_snapshot(fresh)
     assert (snapshot["state"], snapshot["provenance"]) == (State.DONE, {"git_revision": "abc"})
-    assert {e["entry"]: e["score"] for e in snapshot["entries"]} == {"a": 0.5, "b": 0.25}
+    assert {entry["entry"]: entry["score"] for entry in snapshot["entries"]} == {"a": 0.5, "b": 0.25}
 
 
 def test_with_the_cache_unreachable_every_reader_builds_from_the_database(team, run, settings):
     snapshots.board(team, "arithmetic")
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with socket.socket() as listener:  # a port nobody listens on
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -296,7 +296,7 @@ def test_an_event_brings_the_run_page_its_snapshot(clean_redis, team, owner):
     [message] = watch_events(owner, [f"/ws/t/{team.slug}/runs/{run.pk}/"], finish)
     snapshot = message["snapshot"]
     assert (message["event"], snapshot["id"], snapshot["state"]) == ("finished", run.pk, State.DONE)
-    assert {e["entry"]: e["score"] for e in snapshot["entries"]} == {"a": 0.5, "b": 0.25}
+    assert {entry["entry"]: entry["score"] for entry in snapshot["entries"]} == {"a": 0.5, "b": 0.25}
     client = csrf_client(owner)
     assert f"<tbody>{message['rows']}</tbody>" in client.get(f"/t/{team.slug}/runs/{run.pk}/").content.decode()
     live = client.get(f"/t/{team.slug}/runs/{run.pk}/?format=live").json()

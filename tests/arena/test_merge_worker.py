@@ -73,7 +73,7 @@ def test_a_merge_of_two_fine_tuned_variants_is_built_on_the_gpu_queue_run_served
 
     created = api("post", "/entries", {"name": "merged", "kind": "merge", "config": recipe})
     assert created.status_code == 201, created.content
-    served = {m["id"] for m in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["data"]}
+    served = {model["id"] for model in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["data"]}
     assert "merged" not in served, "a merge has nothing to serve before its weights are built"
 
     done = wait_for(
@@ -82,7 +82,7 @@ def test_a_merge_of_two_fine_tuned_variants_is_built_on_the_gpu_queue_run_served
         what="the merge to materialize",
     )
     assert done["state"] == MergeState.DONE, done["reason"]
-    served = {m["id"] for m in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["data"]}
+    served = {model["id"] for model in client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["data"]}
     assert "merged" in served
     reply = client.post(
         "/v1/chat/completions",
@@ -135,10 +135,10 @@ def test_a_merge_that_breaks_half_way_fails_with_its_reason_leaves_nothing_compl
 
     assert failed["state"] == MergeState.FAILED and "mergekit could not merge" in failed["reason"], failed
     assert failed["path"] == ""
-    assert not [p for p in (built / str(team.pk)).iterdir() if is_complete(p) or not p.name.startswith(".")]
+    assert not [path for path in (built / str(team.pk)).iterdir() if is_complete(path) or not path.name.startswith(".")]
     assert wait_for(lambda: finished(started.json()["id"]), timeout=300, what="the other run").state == State.DONE
     page = api("get", "/entries").json()
-    assert next(e for e in page if e["name"] == "merged")["kind"] == "merge"
+    assert next(entry for entry in page if entry["name"] == "merged")["kind"] == "merge"
 
     save_file(intact, weights, metadata={"format": "pt"})
     assert api("post", "/merges/merged/materialize").status_code == 202

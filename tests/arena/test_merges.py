@@ -70,9 +70,12 @@ def test_registering_a_merge_sends_its_materialization_to_the_gpu_queue_once_sto
 
     assert response.status_code == 201, response.content
     [message] = clean_redis.lrange("gpu", 0, -1)
-    m = Materialization.objects.get(entry__name="merged")
+    materialization = Materialization.objects.get(entry__name="merged")
     headers = json.loads(message)["headers"]
-    assert (headers["task"], headers["argsrepr"]) == ("arena.registry.tasks.materialize_merge", f"({m.pk}, 1)")
+    assert (headers["task"], headers["argsrepr"]) == (
+        "arena.registry.tasks.materialize_merge",
+        f"({materialization.pk}, 1)",
+    )
     state = api("get", "/merges/merged").json()
     assert (state["state"], state["attempt"], state["recipe"]["method"]) == (MergeState.QUEUED, 1, "linear")
     assert api("get", "/merges").json()[0]["name"] == "merged"
@@ -169,16 +172,16 @@ def test_a_bad_recipe_is_a_422_naming_the_parameter(api, family):
 
 def test_a_failed_or_stuck_materialization_is_started_again_by_a_member_and_a_queued_one_is_not(api, team, family):
     register_merge(api, "merged", LINEAR)
-    m = Materialization.objects.get(entry__name="merged")
+    materialization = Materialization.objects.get(entry__name="merged")
 
     refused = api("post", "/merges/merged/materialize")
     assert refused.status_code == 422
     assert "'merged' is queued; only a failed materialization" in refused.json()["detail"]["state"][0]
     # One stuck longer than a task may run (its message lost with a broker) can be started again.
-    Materialization.objects.filter(pk=m.pk).update(queued_at=timezone.now() - timedelta(hours=1))
+    Materialization.objects.filter(pk=materialization.pk).update(queued_at=timezone.now() - timedelta(hours=1))
     assert api("post", "/merges/merged/materialize").json()["attempt"] == 2
 
-    Materialization.objects.filter(pk=m.pk).update(state=MergeState.FAILED, reason="member 'v2' broke")
+    Materialization.objects.filter(pk=materialization.pk).update(state=MergeState.FAILED, reason="member 'v2' broke")
     viewer = ApiToken.issue(team, "read", role=Role.VIEWER)[1]
     assert api("post", "/merges/merged/materialize", auth=viewer).status_code == 403
     assert api("get", "/merges/merged", auth=viewer).json()["reason"] == "member 'v2' broke"

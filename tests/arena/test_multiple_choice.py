@@ -42,7 +42,9 @@ def members(team, owner, tiny_variant, settings, tmp_path):
 
 def test_options_are_scored_by_log_likelihood_and_a_pool_blend_uses_them(worker, team, owner, members):
     suite = SuiteFactory(team=team, library=mc_suite("loglikelihood_norm"))
-    pool = register_blend(team, name="pool", strategy="logprob_pool", params={}, members=[m.name for m in members])
+    pool = register_blend(
+        team, name="pool", strategy="logprob_pool", params={}, members=[member.name for member in members]
+    )
     started = create_run(team, suite, [*members, pool], user=owner)
     run = wait_for(lambda: finished(started.pk), what="the run")
     assert run.state == State.DONE, run.error
@@ -63,7 +65,7 @@ def test_options_are_scored_by_log_likelihood_and_a_pool_blend_uses_them(worker,
     # The pool blend read its members' option log-likelihoods rather than falling back to a vote.
     pooled = Score.objects.filter(run=run, entry=pool)
     assert pooled.exists()
-    assert not any("fallback" in s.details for s in pooled)
+    assert not any("fallback" in score.details for score in pooled)
     assert RunEntry.objects.get(run=run, entry=pool).state == State.DONE
 
     # A second run of the same members on the same suite computes nothing again.

@@ -65,7 +65,11 @@ def test_staff_see_a_live_worker_with_its_queues_loaded_model_and_the_runs_failu
 
         def node_holding_the_model():
             for node in ops_json(staff)["workers"]:
-                if any(m["fingerprint"] == fingerprint for p in node["processes"] for m in p["models"]):
+                if any(
+                    model_info["fingerprint"] == fingerprint
+                    for process in node["processes"]
+                    for model_info in process["models"]
+                ):
                     return node
             return None
 
@@ -79,7 +83,12 @@ def test_staff_see_a_live_worker_with_its_queues_loaded_model_and_the_runs_failu
 
     assert node["node"].startswith(f"{worker.name}@")
     assert node["queues"] == ["cpu", "gpu"]
-    [model] = [m for p in node["processes"] for m in p["models"] if m["fingerprint"] == fingerprint]
+    [model] = [
+        model_info
+        for process in node["processes"]
+        for model_info in process["models"]
+        if model_info["fingerprint"] == fingerprint
+    ]
     assert model["entries"] == ["red/tiny"]
     assert {q["name"]: (q["depth"], q["in_use"]) for q in snapshot["queues"]} == {
         "gpu": (0, True),

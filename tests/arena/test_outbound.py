@@ -22,8 +22,7 @@ from django.utils import timezone
 
 from arena.alerts import services as alerts
 from arena.alerts.models import Channel, Delivery, Notice, RegressionAlert, TeamNotifications
-from arena.benchmarks.services import import_suite
-from arena.evaluations.models import Run, RunEntry, State
+from arena.evaluations.models import RunEntry
 from arena.evaluations.services import create_run
 from arena.registry.backends import backend_for
 from arena.registry.models import Entry
@@ -31,7 +30,7 @@ from arena.registry.services import register_model
 from arena.teams.models import ApiToken
 from ensembles import net
 from ensembles.backends import BackendError, DecodingParams
-from ensembles.suites import get_builtin
+from tests.factories import RunFactory, SuiteFactory
 from tests.helpers import ROOT, csrf_client, finished, post_form, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -84,8 +83,8 @@ def serve():
         return servers[-1]
 
     yield start
-    for s in servers:
-        s.close()
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture
@@ -209,8 +208,8 @@ def test_the_webhook_page_names_a_refused_url(team, owner, production):
 
 @pytest.fixture
 def notice(team):
-    suite = import_suite(team, get_builtin("arithmetic", size=4))
-    run = Run.objects.create(team=team, suite=suite, splits=["test"], state=State.DONE, finished_at=timezone.now())
+    suite = SuiteFactory(team=team, size=4)
+    run = RunFactory(suite=suite, finished_at=timezone.now())
     alert = RegressionAlert.objects.create(run=run, regressed=1)
 
     def to(url: str) -> Notice:
@@ -253,7 +252,7 @@ def test_a_failing_endpoints_huge_hostile_answer_reaches_its_run_page_short_and_
     entry = register_model(
         team, name="hostile", kind="openai", config={"base_url": f"{server.url}/v1", "model": "m", "max_retries": 0}
     )
-    run = create_run(team, import_suite(team, get_builtin("arithmetic", size=4)), [entry], user=owner)
+    run = create_run(team, SuiteFactory(team=team, size=4), [entry], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to fail")
     error = RunEntry.objects.get(run=run, entry=entry).error
     assert "HTTP 400" in error and "no such model" in error

@@ -81,18 +81,18 @@ def test_a_pair_ranker_blend_finishes_with_scores_costs_its_comparisons_and_reac
     ranked = RunEntry.objects.get(run=run, entry=blend)
     assert ranked.state == State.DONE and ranked.n == TEST_ITEMS
     assert ranked.score is not None and ranked.ci_low <= ranked.score <= ranked.ci_high
-    assert ranked.best_member_id in {m.pk for m in members} and ranked.lift is not None
+    assert ranked.best_member_id in {member.pk for member in members} and ranked.lift is not None
     member_scores = Score.objects.filter(run=run, entry__in=members)
     encoder_seconds = 0.0
     for score in Score.objects.filter(run=run, entry=blend, item__split="test"):
         answered = len(score.details["ranking"])
         # Every ordered pair of the candidates that answered: N(N-1) comparisons, recorded per item.
         assert score.details["comparisons"] == answered * (answered - 1)
-        generated = sum(s.compute_s for s in member_scores.filter(item=score.item))
+        generated = sum(member_score.compute_s for member_score in member_scores.filter(item=score.item))
         # The encoder's forward passes are the blend's own compute, beyond its members' generations.
         assert score.compute_s > generated
         encoder_seconds += score.compute_s - generated
-    assert sum(s.details["comparisons"] for s in Score.objects.filter(run=run, entry=blend)) > 0
+    assert sum(member_score.details["comparisons"] for member_score in Score.objects.filter(run=run, entry=blend)) > 0
 
     board = api("get", f"/leaderboard/{suite.name}").json()
     row = next(r for r in board["rows"] if r["entry"] == "ranked")
@@ -112,8 +112,9 @@ def test_a_pair_ranker_blend_finishes_with_scores_costs_its_comparisons_and_reac
     assert cached_vectors(cache_dir) == encoded
     assert sum(RunEntry.objects.filter(run=again).values_list("new_calls", flat=True)) == 0
     cached_seconds = sum(
-        s.compute_s - sum(m.compute_s for m in Score.objects.filter(run=again, entry__in=members, item=s.item))
-        for s in Score.objects.filter(run=again, entry=wins, item__split="test")
+        member_score.compute_s
+        - sum(member.compute_s for member in Score.objects.filter(run=again, entry__in=members, item=member_score.item))
+        for member_score in Score.objects.filter(run=again, entry=wins, item__split="test")
     )
     print(
         f"\npair_ranker combine: first {combine_seconds(run, blend):.2f} s wall "

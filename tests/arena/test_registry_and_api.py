@@ -143,7 +143,7 @@ def test_starting_a_run_through_the_api_records_it_with_its_members(api, team, m
     response = api("post", "/runs", {"suite": "arithmetic", "entries": ["v"]})
     assert response.status_code == 201, response.content
     body = response.json()
-    assert {e["entry"] for e in body["entries"]} == {"a", "b", "v"}
+    assert {entry["entry"] for entry in body["entries"]} == {"a", "b", "v"}
     assert body["state"] == State.QUEUED
 
 

@@ -112,11 +112,11 @@ def test_judge_suites_are_not_compared_across_runs(team, suite):
 
 def test_comparing_takes_a_constant_number_of_queries(team, suite, django_assert_max_num_queries):
     entries = [EntryFactory(team=team, name=f"m{i}") for i in range(6)]
-    scored_run(suite, {e: [1.0] * 20 for e in entries})
-    run = Run.objects.select_related("suite").get(pk=scored_run(suite, {e: [0.0] * 20 for e in entries}).pk)
+    scored_run(suite, {entry: [1.0] * 20 for entry in entries})
+    run = Run.objects.select_related("suite").get(pk=scored_run(suite, {entry: [0.0] * 20 for entry in entries}).pk)
     with django_assert_max_num_queries(3):
         results = regressions_for(run)
-    assert [r["entry"] for r in results] == [e.name for e in entries]
+    assert [r["entry"] for r in results] == [entry.name for entry in entries]
     assert all(r["regressed"] for r in results)
 
 

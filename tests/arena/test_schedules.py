@@ -75,7 +75,7 @@ def test_a_member_schedules_nightly_evaluations_on_the_page_and_beat_holds_the_c
 
     assert response.status_code == 302
     schedule = Schedule.objects.get(team=team)
-    assert sorted(e.name for e in schedule.entries.all()) == ["a", "vote"]
+    assert sorted(entry.name for entry in schedule.entries.all()) == ["a", "vote"]
     task = schedule.periodic_task
     assert task.task == "arena.schedules.tasks.fire_schedule" and task.enabled
     assert json.loads(task.kwargs) == {"schedule_id": schedule.pk}
@@ -123,7 +123,7 @@ def test_the_api_creates_lists_changes_pauses_and_deletes_a_schedule(api, team, 
     assert next_run.hour == 3 and next_run.minute % 15 == 0 and next_run.isoweekday() <= 5
     tab = Schedule.objects.get(pk=body["id"]).periodic_task.crontab
     assert (tab.minute, tab.hour, tab.day_of_week) == ("*/15", "3", "1-5")
-    assert [s["name"] for s in api("get", "/schedules").json()] == ["weekdays"]
+    assert [schedule["name"] for schedule in api("get", "/schedules").json()] == ["weekdays"]
 
     changed = api(
         "put",
@@ -351,8 +351,8 @@ def test_only_entries_whose_models_changed_are_evaluated_again(team, suite, entr
     a, b, vote = entries
     schedule = schedule_for(team, ["a", "b", "vote"], refresh=Refresh.CHANGED)
     earlier = RunFactory(suite=suite)
-    for e in (a, b):
-        done_result(earlier, e, backend_for(e).fingerprint())
+    for entry in (a, b):
+        done_result(earlier, entry, backend_for(entry).fingerprint())
     done_result(earlier, vote, "")
 
     skipped = services.fire(schedule.pk, now=NIGHT)
@@ -424,7 +424,7 @@ def test_the_queue_shows_waiting_running_done_and_failed_runs_with_reasons_and_w
     assert f'data-run="{failed.pk}"' in only_failed and f'data-run="{done.pk}"' not in only_failed
 
     body = api("get", "/queue").json()
-    assert body["counts"] == {"waiting": 1, "running": 1, "done": 2, "failed": 1}
+    assert body["counts"] == {"waiting": 1, "running": 1, "done": 2, "partial": 0, "failed": 1}
     assert [r["id"] for r in body["runs"]] == sorted((r["id"] for r in body["runs"]), reverse=True)
     by_id = {r["id"]: r for r in body["runs"]}
     assert by_id[failed.pk]["reasons"] == ["b: model file missing"]

@@ -83,13 +83,15 @@ def test_self_consistency_votes_k_seeded_samples_that_a_second_run_finds_cached(
         assert score.details["seeds"] == seeds
         samples = [
             Generation.objects.get(
-                key=generation_key(fingerprint, prompt, Sampling(temperature=1.0, top_p=1.0, seed=s).applied_to(greedy))
+                key=generation_key(
+                    fingerprint, prompt, Sampling(temperature=1.0, top_p=1.0, seed=seed).applied_to(greedy)
+                )
             )
-            for s in seeds
+            for seed in seeds
         ]
-        assert [g.params["seed"] for g in samples] == seeds
-        assert {g.params["temperature"] for g in samples} == {1.0}
-        answers = [extract(g.text).strip() for g in samples]
+        assert [generation.params["seed"] for generation in samples] == seeds
+        assert {generation.params["temperature"] for generation in samples} == {1.0}
+        answers = [extract(generation.text).strip() for generation in samples]
         assert score.details["sample_answers"] == answers
         disagreed += len(set(answers)) > 1
         votes = score.details["votes"]
@@ -97,7 +99,7 @@ def test_self_consistency_votes_k_seeded_samples_that_a_second_run_finds_cached(
         if votes:
             assert votes[score.prediction] == max(votes.values())
         assert score.member_calls == K
-        assert score.tokens == sum(g.prompt_tokens + g.completion_tokens for g in samples)
+        assert score.tokens == sum(generation.prompt_tokens + generation.completion_tokens for generation in samples)
         sample_tokens += score.tokens
     # At temperature 1 the random model's seeds disagree on some items: the vote has something to decide.
     assert disagreed > 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import openai
 import pytest
@@ -15,6 +14,7 @@ from arena.evaluations.models import Generation
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken
 from ensembles.backends import BackendError, BackendOptions, DecodingParams, make_backend, transcript
+from tests.helpers import json_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,19 +45,6 @@ CHAT_TEMPLATE = (
 )
 
 
-def call(url: str, body: dict | None, token: str | None):
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_a_single_model_answers_through_the_openai_backend_as_it_does_locally(live_server, served):
     token, paths = served
     remote = make_backend("openai", {"base_url": f"{live_server.url}/v1", "model": "m0", "api_key": token})
@@ -74,16 +61,16 @@ def test_a_single_model_answers_through_the_openai_backend_as_it_does_locally(li
 def test_a_repeated_request_is_served_from_the_generation_cache(live_server, served):
     token, _ = served
     body = {"model": "m1", "messages": [{"role": "user", "content": "What is 3 ?"}], "max_tokens": 4}
-    first = call(f"{live_server.url}/v1/chat/completions", body, token)
+    first = json_request(f"{live_server.url}/v1/chat/completions", body, token)
     count = Generation.objects.count()
-    second = call(f"{live_server.url}/v1/chat/completions", body, token)
+    second = json_request(f"{live_server.url}/v1/chat/completions", body, token)
     assert first[1]["choices"][0]["message"] == second[1]["choices"][0]["message"]
     assert Generation.objects.count() == count == 1
 
 
 def test_a_blend_is_served_like_one_model_and_says_how_it_decided(live_server, served):
     token, _ = served
-    status, body = call(
+    status, body = json_request(
         f"{live_server.url}/v1/chat/completions",
         {"model": "vote", "messages": [{"role": "user", "content": "What is 7 - 5 ?"}], "max_tokens": 4},
         token,
@@ -97,33 +84,33 @@ def test_a_blend_is_served_like_one_model_and_says_how_it_decided(live_server, s
 def test_a_fuser_blend_calls_its_fuser_model_and_caches_the_call(live_server, served):
     token, _ = served
     body = {"model": "fused", "messages": [{"role": "user", "content": "What is 2 + 2 ?"}], "max_tokens": 4}
-    status, first = call(f"{live_server.url}/v1/chat/completions", body, token)
+    status, first = json_request(f"{live_server.url}/v1/chat/completions", body, token)
     assert status == 200, first
     assert first["arena"]["blend"]["strategy"] == "gen_fuser"
     count = Generation.objects.count()
     assert count == 3  # two members and the fuser
-    status, second = call(f"{live_server.url}/v1/chat/completions", body, token)
+    status, second = json_request(f"{live_server.url}/v1/chat/completions", body, token)
     assert second["choices"][0]["message"] == first["choices"][0]["message"]
     assert Generation.objects.count() == count
 
 
 def test_models_lists_the_teams_entries_only(live_server, served):
     token, _ = served
-    status, body = call(f"{live_server.url}/v1/models", None, token)
+    status, body = json_request(f"{live_server.url}/v1/models", None, token)
     assert status == 200
-    assert {m["id"] for m in body["data"]} == {"m0", "m1", "m2", "chat", "vote", "learned", "fused"}
+    assert {model["id"] for model in body["data"]} == {"m0", "m1", "m2", "chat", "vote", "learned", "fused"}
 
 
 def test_bad_requests_get_openai_style_errors(live_server, served, team):
     token, _ = served
     url = f"{live_server.url}/v1/chat/completions"
-    assert call(url, {"model": "m0", "messages": [{"role": "user", "content": "x"}]}, None)[0] == 401
-    assert call(url, {"model": "m0", "messages": [{"role": "user", "content": "x"}]}, "arena_wrong")[0] == 401
-    status, body = call(url, {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, token)
+    assert json_request(url, {"model": "m0", "messages": [{"role": "user", "content": "x"}]}, None)[0] == 401
+    assert json_request(url, {"model": "m0", "messages": [{"role": "user", "content": "x"}]}, "arena_wrong")[0] == 401
+    status, body = json_request(url, {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, token)
     assert status == 404 and body["error"]["param"] == "model"
-    status, body = call(url, {"model": "m0", "messages": []}, token)
+    status, body = json_request(url, {"model": "m0", "messages": []}, token)
     assert status == 400 and "messages" in body["error"]["message"]
-    status, body = call(url, {"model": "learned", "messages": [{"role": "user", "content": "x"}]}, token)
+    status, body = json_request(url, {"model": "learned", "messages": [{"role": "user", "content": "x"}]}, token)
     assert status == 422 and "dev split" in body["error"]["message"]
 
 
@@ -190,11 +177,11 @@ def test_n_samples_stop_lists_and_max_completion_tokens_are_honoured(sdk):
     cut = client.chat.completions.create(**ask, max_completion_tokens=2, stop=None)
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
     samples = client.chat.completions.create(**ask, n=3, temperature=1.5, max_completion_tokens=6)
-    assert [c.index for c in samples.choices] == [0, 1, 2]
-    texts = [c.message.content for c in samples.choices]
+    assert [choice.index for choice in samples.choices] == [0, 1, 2]
+    texts = [choice.message.content for choice in samples.choices]
     assert len(set(texts)) > 1, "each choice is its own sample"
     again = client.chat.completions.create(**ask, n=3, temperature=1.5, max_completion_tokens=6)
-    assert [c.message.content for c in again.choices] == texts  # seeded samples, from the generation cache
+    assert [choice.message.content for choice in again.choices] == texts  # seeded samples, from the generation cache
     full = client.chat.completions.create(**ask, max_tokens=6, stop=[]).choices[0].message.content
     stop = f" {full.split()[2]} "
     stopped = client.chat.completions.create(**ask, max_tokens=6, stop=["no such text", stop])
@@ -210,11 +197,11 @@ def test_logprobs_carry_token_strings_bytes_and_the_top_alternatives(sdk):
     answer = client.chat.completions.create(model="m2", **ask, logprobs=True, top_logprobs=3)
     content = answer.choices[0].logprobs.content
     assert len(content) == answer.usage.completion_tokens == 4
-    assert " ".join(t.token for t in content) == answer.choices[0].message.content
-    for t in content:
-        assert t.bytes == list(t.token.encode()) and len(t.top_logprobs) == 3
-        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
-        assert t.top_logprobs[0].token == t.token  # greedy takes the most likely token
+    assert " ".join(item.token for item in content) == answer.choices[0].message.content
+    for item in content:
+        assert item.bytes == list(item.token.encode()) and len(item.top_logprobs) == 3
+        assert [a.logprob for a in item.top_logprobs] == sorted((a.logprob for a in item.top_logprobs), reverse=True)
+        assert item.top_logprobs[0].token == item.token  # greedy takes the most likely token
     plain = client.chat.completions.create(model="m2", **ask)
     assert plain.choices[0].logprobs is None
     voted = client.chat.completions.create(model="vote", **ask, logprobs=True)

@@ -45,18 +45,18 @@ def client(live_server, served):
 def read(stream):
     """The chunks of a stream, and the text of choice 0 they carry."""
     chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     return chunks, text
 
 
 def test_a_single_model_streams_its_tokens_and_the_answer_is_the_non_streamed_one(client):
     chunks, text = read(client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=12, stream=True))
-    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert all(chunk.object == "chat.completion.chunk" and chunk.id == chunks[0].id for chunk in chunks)
     first, *middle, last = chunks
     assert first.choices[0].delta.role == "assistant" and not first.choices[0].delta.content
-    assert len([c for c in middle if c.choices[0].delta.content]) > 1  # tokens, not one block
+    assert len([chunk for chunk in middle if chunk.choices[0].delta.content]) > 1  # tokens, not one block
     assert last.choices[0].finish_reason in ("stop", "length")
-    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    assert all(chunk.choices[0].finish_reason is None for chunk in chunks[:-1])
     assert Generation.objects.count() == 1  # the finished answer is cached
     whole = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=12)
     assert text == whole.choices[0].message.content
@@ -72,7 +72,7 @@ def test_include_usage_adds_a_last_chunk_with_the_usage_and_no_choices(client):
         model="m1", messages=QUESTION, max_tokens=6, stream=True, stream_options={"include_usage": True}
     )
     chunks, _ = read(stream)
-    assert chunks[-1].choices == [] and all(c.usage is None for c in chunks[:-1])
+    assert chunks[-1].choices == [] and all(chunk.usage is None for chunk in chunks[:-1])
     whole = client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=6)
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
     assert chunks[-1].usage.completion_tokens > 0
@@ -82,14 +82,14 @@ def test_the_async_client_streams_the_same_answer(live_server, served, client):
     async def stream_text():
         async_client = openai.AsyncOpenAI(base_url=f"{live_server.url}/v1", api_key=served, max_retries=0)
         stream = await async_client.chat.completions.create(model="m2", messages=QUESTION, max_tokens=10, stream=True)
-        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        pieces = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
         await async_client.close()
         return pieces
 
     pieces = asyncio.run(stream_text())
     whole = client.chat.completions.create(model="m2", messages=QUESTION, max_tokens=10)
     assert "".join(pieces) == whole.choices[0].message.content
-    assert len([p for p in pieces if p]) > 1
+    assert len([piece for piece in pieces if piece]) > 1
 
 
 def test_n_sampled_choices_stream_each_under_its_index_as_the_non_streamed_answer_has_them(client):
@@ -102,8 +102,8 @@ def test_n_sampled_choices_stream_each_under_its_index_as_the_non_streamed_answe
             if choice.finish_reason:
                 finished[choice.index] = choice.finish_reason
     whole = client.chat.completions.create(**asked)
-    assert texts == {c.index: c.message.content for c in whole.choices}
-    assert finished == {c.index: c.finish_reason for c in whole.choices}
+    assert texts == {choice.index: choice.message.content for choice in whole.choices}
+    assert finished == {choice.index: choice.finish_reason for choice in whole.choices}
 
 
 def test_streamed_logprobs_are_the_non_streamed_ones(client):
@@ -117,13 +117,13 @@ def test_streamed_logprobs_are_the_non_streamed_ones(client):
     ]
     whole = client.chat.completions.create(**asked)
     assert streamed == [token.model_dump() for token in whole.choices[0].logprobs.content]
-    assert streamed and all(len(t["top_logprobs"]) == 2 for t in streamed)
+    assert streamed and all(len(piece["top_logprobs"]) == 2 for piece in streamed)
 
 
 def test_a_blend_streams_its_answer_once_decided(client):
     chunks, text = read(client.chat.completions.create(model="vote", messages=QUESTION, max_tokens=4, stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 1
+    assert len([chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]) == 1
     assert chunks[-1].choices[0].finish_reason is not None
     whole = client.chat.completions.create(model="vote", messages=QUESTION, max_tokens=4)
     assert text == whole.choices[0].message.content and text
@@ -138,7 +138,7 @@ def test_a_stream_that_cannot_start_is_an_error_status_not_an_empty_stream(clien
 
 def test_a_client_that_closes_the_stream_stops_the_generation(client):
     def generating():
-        return [t for t in threading.enumerate() if t.name == "arena-stream-generate"]
+        return [thread for thread in threading.enumerate() if thread.name == "arena-stream-generate"]
 
     stream = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=512, stream=True)
     pieces = iter(stream)
@@ -162,7 +162,7 @@ def test_langchain_chat_openai_streams_one_answer(live_server, served, client):
     pieces = [chunk.content for chunk in chat.stream("What is 1 + 2 ?")]
     whole = client.chat.completions.create(model="m0", messages=QUESTION, max_tokens=8)
     assert "".join(pieces) == whole.choices[0].message.content
-    assert len([p for p in pieces if p]) > 1
+    assert len([piece for piece in pieces if piece]) > 1
 
 
 # --- Under daphne, as the site is served: the ASGI path -----------------------------------------------
@@ -176,7 +176,7 @@ def daphne(served, settings, tmp_path):
         os.environ,
         DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
-        ARENA_MODEL_ROOTS=",".join(str(p) for p in settings.ARENA_MODEL_ROOTS),
+        ARENA_MODEL_ROOTS=",".join(str(path) for path in settings.ARENA_MODEL_ROOTS),
         PYTHONUNBUFFERED="1",
     )
     log_path = tmp_path / "daphne.log"
@@ -206,17 +206,19 @@ def _listening(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_under_daphne_tokens_arrive_as_they_are_generated(daphne, served):
     client = openai.OpenAI(base_url=daphne[0], api_key=served, max_retries=0, timeout=120)
     pieces = iter(client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=400, stream=True))
-    first = next(c for c in pieces if c.choices and c.choices[0].delta.content)
+    first = next(chunk for chunk in pieces if chunk.choices and chunk.choices[0].delta.content)
     # The answer is stored once it is whole: a response read whole before sending would have stored it
     # before its first token reached the client.
     assert first.choices[0].delta.content and Generation.objects.count() == 0
-    rest = [c for c in pieces if c.choices and c.choices[0].delta.content]
+    rest = [chunk for chunk in pieces if chunk.choices and chunk.choices[0].delta.content]
     assert rest and Generation.objects.count() == 1
 
 
+@pytest.mark.slow
 def test_under_daphne_a_client_that_leaves_stops_the_generation(daphne, served):
     url, _ = daphne
     client = openai.OpenAI(base_url=url, api_key=served, max_retries=0, timeout=120)

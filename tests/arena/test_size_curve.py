@@ -63,7 +63,7 @@ def test_a_finished_run_shows_whether_adding_members_pays_in_its_json_api_and_pa
     assert curve["sizes"] == [1, 2, 3, 4] and curve["fit_split"] == "dev"
     assert curve["items"] == {"dev": 20, "test": 20}
     assert curve["accuracy"] == pytest.approx([dev[n] for n in curve["members"]])
-    assert len(curve["predicted"]) == 4 and all(0.0 <= p <= 1.0 for p in curve["predicted"])
+    assert len(curve["predicted"]) == 4 and all(0.0 <= probability <= 1.0 for probability in curve["predicted"])
     # A vote of one is the best dev member alone, on either split.
     best = curve["members"][0]
     assert curve["measured"]["dev"][0] == pytest.approx(dev[best])
@@ -85,7 +85,7 @@ def test_a_finished_run_shows_whether_adding_members_pays_in_its_json_api_and_pa
     traces = page.context["size_chart"]["data"]
 
     def y(name_start: str) -> list[float]:
-        return list(next(t for t in traces if t["name"].startswith(name_start))["y"])
+        return list(next(trace for trace in traces if trace["name"].startswith(name_start))["y"])
 
     assert y("measured, dev") == curve["measured"]["dev"] and y("measured, test") == curve["measured"]["test"]
     assert y("model's prediction") == curve["predicted"]

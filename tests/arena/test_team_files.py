@@ -14,10 +14,11 @@ from django.test import Client
 
 from arena.registry import merges
 from arena.registry.backends import backend_for, built_dir
-from arena.registry.models import Entry, Materialization, MergeState
+from arena.registry.models import Entry, Kind, Materialization, MergeState
 from arena.registry.services import register_model
 from arena.teams.models import Team
 from ensembles.backends import BackendError
+from tests.factories import EntryFactory, TeamFactory, UserFactory
 from tests.helpers import csrf_client, post_form
 
 pytestmark = pytest.mark.django_db
@@ -165,10 +166,10 @@ def test_deleting_a_team_removes_its_folder_once_committed_and_leaves_the_others
     assert dirs["blue"].exists() and (dirs["shared"] / "base").exists()
 
 
-def test_deleting_a_team_from_the_admin_removes_its_folder(dirs, django_user_model, django_capture_on_commit_callbacks):
+def test_deleting_a_team_from_the_admin_removes_its_folder(dirs, django_capture_on_commit_callbacks):
     blue = Team.objects.get(slug="blue")
     staff = Client()
-    staff.force_login(django_user_model.objects.create_user("stella", is_staff=True, is_superuser=True))
+    staff.force_login(UserFactory(username="stella", is_staff=True, is_superuser=True))
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff.post(f"/admin/teams/team/{blue.pk}/delete/", {"post": "yes"})
@@ -183,14 +184,14 @@ def test_a_merge_is_built_under_the_teams_folder(api, team, dirs, tiny_variant, 
         register_model(team, name=name, kind="hf", config={"path": str(dirs["shared"] / name)})
     recipe = {"method": "linear", "members": [{"entry": "base"}, {"entry": "v1"}]}
     assert api("post", "/entries", {"name": "merged", "kind": "merge", "config": recipe}).status_code == 201
-    m = Materialization.objects.get(entry__name="merged")
+    materialization = Materialization.objects.get(entry__name="merged")
 
-    merges.run(m.pk, m.attempt)
+    merges.run(materialization.pk, materialization.attempt)
 
-    m.refresh_from_db()
-    assert m.state == MergeState.DONE, m.reason
-    assert Path(m.path).parent == dirs["red"]
-    backend_for(m.entry).check()
+    materialization.refresh_from_db()
+    assert materialization.state == MergeState.DONE, materialization.reason
+    assert Path(materialization.path).parent == dirs["red"]
+    backend_for(materialization.entry).check()
 
 
 def test_a_merge_whose_team_is_deleted_while_it_is_built_leaves_no_weights_behind(
@@ -201,7 +202,7 @@ def test_a_merge_whose_team_is_deleted_while_it_is_built_leaves_no_weights_behin
         register_model(team, name=name, kind="hf", config={"path": str(dirs["shared"] / name)})
     recipe = {"method": "linear", "members": [{"entry": "base"}, {"entry": "v1"}]}
     assert api("post", "/entries", {"name": "merged", "kind": "merge", "config": recipe}).status_code == 201
-    m = Materialization.objects.get(entry__name="merged")
+    materialization = Materialization.objects.get(entry__name="merged")
     build = merges.materialize
 
     def build_then_lose_the_team(*args, **kwargs):
@@ -209,7 +210,7 @@ def test_a_merge_whose_team_is_deleted_while_it_is_built_leaves_no_weights_behin
         Team.objects.filter(pk=team.pk).delete()
 
     monkeypatch.setattr(merges, "materialize", build_then_lose_the_team)
-    merges.run(m.pk, m.attempt)
+    merges.run(materialization.pk, materialization.attempt)
 
     assert not Materialization.objects.exists()
     assert not [p for p in dirs["red"].iterdir() if not p.name.startswith(".")]
@@ -228,7 +229,7 @@ def test_the_data_migration_moves_each_teams_old_folder_and_the_paths_stored_in_
     tuned = register_model(team, name="tuned", kind="hf", config={"path": str(dirs["shared"] / "base")})
     Entry.objects.filter(pk=tuned.pk).update(config={"path": str(old / "finetune-tuned-0123")})
     base = register_model(team, name="base", kind="hf", config={"path": str(dirs["shared"] / "base")})
-    merged = Entry.objects.create(team=team, name="merged", kind="merge", config={})
+    merged = EntryFactory(team=team, name="merged", kind=Kind.MERGE, config={})
     Materialization.objects.create(entry=merged, state=MergeState.DONE, path=str(old / "merge-3-abc"))
     # A deleted team's folder named like the blue team's id, and blue's own folder already in place.
     shutil.rmtree(dirs["blue"].parent)
@@ -251,7 +252,7 @@ def test_a_new_team_does_not_inherit_a_folder_left_under_its_id(settings, tmp_pa
     left = built_dir(987654) / "merge-9-abc"
     left.mkdir(parents=True)
 
-    team = Team.objects.create(pk=987654, name="Green team", slug="green")
+    team = TeamFactory(pk=987654, name="Green team", slug="green")
 
     assert not built_dir(team.pk).exists()
     assert (tmp_path / "built" / f".unowned-{team.pk}-1" / "merge-9-abc").exists()

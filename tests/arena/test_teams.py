@@ -65,29 +65,31 @@ def test_an_owner_invites_and_the_invitee_joins_with_the_given_role(owner, team,
 
 
 def test_an_owner_changes_a_role(owner, teammate, team):
-    m = Membership.objects.get(team=team, user=teammate)
-    post_form(csrf_client(owner), f"/t/{team.slug}/admin/", {"action": "role", "membership": m.pk, "role": "viewer"})
-    m.refresh_from_db()
-    assert m.role == Role.VIEWER
+    membership = Membership.objects.get(team=team, user=teammate)
+    post_form(
+        csrf_client(owner), f"/t/{team.slug}/admin/", {"action": "role", "membership": membership.pk, "role": "viewer"}
+    )
+    membership.refresh_from_db()
+    assert membership.role == Role.VIEWER
 
 
 def test_removing_a_member_asks_for_the_password_again(owner, teammate, team):
-    m = Membership.objects.get(team=team, user=teammate)
+    membership = Membership.objects.get(team=team, user=teammate)
     url = f"/t/{team.slug}/admin/"
-    post_form(csrf_client(owner), url, {"action": "remove", "membership": m.pk, "password": "wrong"})
-    assert Membership.objects.filter(pk=m.pk).exists()
-    post_form(csrf_client(owner), url, {"action": "remove", "membership": m.pk, "password": PASSWORD})
-    assert not Membership.objects.filter(pk=m.pk).exists()
+    post_form(csrf_client(owner), url, {"action": "remove", "membership": membership.pk, "password": "wrong"})
+    assert Membership.objects.filter(pk=membership.pk).exists()
+    post_form(csrf_client(owner), url, {"action": "remove", "membership": membership.pk, "password": PASSWORD})
+    assert not Membership.objects.filter(pk=membership.pk).exists()
 
 
 def test_the_last_owner_cannot_be_removed_or_demoted(owner, team):
-    m = Membership.objects.get(team=team, user=owner)
+    membership = Membership.objects.get(team=team, user=owner)
     url = f"/t/{team.slug}/admin/"
-    response = post_form(csrf_client(owner), url, {"action": "role", "membership": m.pk, "role": "member"})
+    response = post_form(csrf_client(owner), url, {"action": "role", "membership": membership.pk, "role": "member"})
     assert b"at least one owner" in response.content
-    post_form(csrf_client(owner), url, {"action": "remove", "membership": m.pk, "password": PASSWORD})
-    m.refresh_from_db()
-    assert m.role == Role.OWNER
+    post_form(csrf_client(owner), url, {"action": "remove", "membership": membership.pk, "password": PASSWORD})
+    membership.refresh_from_db()
+    assert membership.role == Role.OWNER
 
 
 def test_an_owner_cannot_touch_a_membership_of_another_team(owner, outsider, team):

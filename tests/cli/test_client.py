@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from arena_cli.errors import CliError, Exit
 from arena_cli.output import Follower
 from arena_cli.suites import detect, parse_columns, upload_body
 from tests.cli.helpers import run_cli
-from tests.helpers import ROOT
+from tests.helpers import ROOT, free_port
 
 
 def test_importing_the_client_loads_neither_django_nor_torch():
@@ -29,12 +28,6 @@ def test_help_documents_the_exit_codes(cli_env):
     assert result.code == 0
     for line in ("1  an entry regressed", "3  no token", "4  unknown suite, entry or run", "5  network failure"):
         assert line in result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_unreachable_arena_is_exit_5_with_the_address(cli_env):
@@ -177,7 +170,10 @@ def test_server_errors_read_as_field_messages():
 def snapshot(state: str, *entries: tuple[str, str, int]) -> dict:
     return {
         "state": state,
-        "entries": [{"entry": n, "state": s, "done_items": d, "total_items": 8} for n, s, d in entries],
+        "entries": [
+            {"entry": name, "state": entry_state, "done_items": done, "total_items": 8}
+            for name, entry_state, done in entries
+        ],
     }
 
 

@@ -24,8 +24,8 @@ answer_extraction: first_line
 metric: exact_match
 """
 ITEMS = "".join(
-    json.dumps({"id": c, "input": f"Capital of {c}?", "reference": r, "split": s}) + "\n"
-    for c, r, s in [("France", "Paris", "dev"), ("Italy", "Rome", "test"), ("Spain", "Madrid", "test")]
+    json.dumps({"id": c, "input": f"Capital of {c}?", "reference": r, "split": suite}) + "\n"
+    for c, r, suite in [("France", "Paris", "dev"), ("Italy", "Rome", "test"), ("Spain", "Madrid", "test")]
 )
 
 
@@ -52,7 +52,7 @@ def test_an_entry_registers_lists_and_moves_to_a_new_checkpoint(arena, team, che
     assert updated.json()["created"] is False and updated.json()["config"]["path"] == str(second)
 
     listed = arena("entries", "list", "--json")
-    assert [(e["name"], e["config"]["path"]) for e in listed.json()] == [("mine", str(second))]
+    assert [(entry["name"], entry["config"]["path"]) for entry in listed.json()] == [("mine", str(second))]
     table = arena("entries", "list")
     assert "mine" in table.stdout and str(second) in table.stdout
 
@@ -164,7 +164,7 @@ def test_csv_bigbench_and_lm_eval_files_upload_by_their_names(arena, team, tmp_p
     assert "boolq_local" in lm.stderr and "6 items" in lm.stderr
 
     listed = arena("suites", "list", "--json").json()
-    assert sorted(s["name"] for s in listed) == ["boolq_local", "doubles", "sums"]
+    assert sorted(suite["name"] for suite in listed) == ["boolq_local", "doubles", "sums"]
 
 
 def test_an_unknown_builtin_suite_is_the_servers_message_with_a_suggestion(arena, team):

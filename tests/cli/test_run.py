@@ -52,7 +52,7 @@ def test_a_run_that_regresses_fails_the_pipeline_naming_the_entry(worker, arena,
     assert gated.code == Exit.REGRESSION, gated.stderr
     snapshot = gated.json()
     assert snapshot["state"] == State.DONE
-    assert {e["entry"]: (e["state"], e["n"]) for e in snapshot["entries"]} == {
+    assert {entry["entry"]: (entry["state"], entry["n"]) for entry in snapshot["entries"]} == {
         "steady": (EntryState.DONE, SIZE // 2),
         "slipping": (EntryState.DONE, SIZE // 2),
     }

@@ -18,7 +18,9 @@ _INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P
 
 def interpolate(value):
     if isinstance(value, str):
-        return _INTERPOLATION.sub(lambda m: "$" if m.group(0) == "$$" else (m.group("default") or ""), value)
+        return _INTERPOLATION.sub(
+            lambda match: "$" if match.group(0) == "$$" else (match.group("default") or ""), value
+        )
     if isinstance(value, list):
         return [interpolate(v) for v in value]
     if isinstance(value, dict):

@@ -25,10 +25,10 @@ READS = re.compile(
 def names_the_code_reads() -> set[str]:
     names = set()
     for path in [*ROOT.glob("arena/**/*.py"), *ROOT.glob("ensembles/**/*.py")]:
-        for m in READS.finditer(path.read_text()):
-            names.add(m["name"])
-            if m["helper"] == "secret":
-                names.add(f"{m['name']}_FILE")  # env_secret reads NAME or the file NAME_FILE names
+        for match in READS.finditer(path.read_text()):
+            names.add(match["name"])
+            if match["helper"] == "secret":
+                names.add(f"{match['name']}_FILE")  # env_secret reads NAME or the file NAME_FILE names
     return names
 
 
@@ -59,12 +59,16 @@ def workers(compose) -> dict[str, list[str]]:
 
 def gpu_services(compose) -> dict[str, dict]:
     return {
-        n: s for n, s in compose["services"].items() if s.get("build", {}).get("dockerfile") == "docker/Dockerfile.gpu"
+        n: service
+        for n, service in compose["services"].items()
+        if service.get("build", {}).get("dockerfile") == "docker/Dockerfile.gpu"
     }
 
 
 def shards(compose) -> int:
-    values = {s["environment"]["ARENA_GPU_SHARDS"] for s in compose["services"].values() if is_arena(s)}
+    values = {
+        service["environment"]["ARENA_GPU_SHARDS"] for service in compose["services"].values() if is_arena(service)
+    }
     assert len(values) == 1, f"every arena service must agree on ARENA_GPU_SHARDS, got {values}"
     return int(values.pop())
 
@@ -137,7 +141,7 @@ def test_every_service_but_the_one_shot_migration_has_a_health_check(compose):
     for name, service in compose["services"].items():
         if service.get("restart") == "no":
             # A job, not a service: the others wait for it to complete successfully.
-            waits = [s.get("depends_on", {}).get(name) for s in compose["services"].values()]
+            waits = [service.get("depends_on", {}).get(name) for service in compose["services"].values()]
             assert {"condition": "service_completed_successfully"} in waits, name
             continue
         test = service.get("healthcheck", {}).get("test")

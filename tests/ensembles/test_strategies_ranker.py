@@ -125,6 +125,7 @@ def test_bagging_pair_rankers_gives_each_estimator_the_encoder():
     assert decision.calls.comparisons == 3 * 2
 
 
+@pytest.mark.slow
 def test_pair_ranker_learns_on_the_minilm_cross_encoding_which_candidate_repeats_the_code(minilm_dir):
     strategy = STRATEGIES.get("pair_ranker")(None, embedder=MiniLMEmbedder(minilm_dir))
     outputs, references, inputs = code_items(60, seed=10)

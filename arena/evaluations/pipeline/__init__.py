@@ -9,7 +9,8 @@
               gpu queue of the model its strategy calls)
     analyse   a scored entry's mean with a bootstrap interval, cost and latency, a blend's lift over
               its best member; then the entry is done
-    finish    every entry done or failed: the run closes and says so (run_finished)
+    finish    every entry done or failed: the run closes (partial when some failed) and says so
+              (run_finished)
 
 An entry moves queued -> running -> scored -> done (or failed at any point). Each step is a function
 of the run's state (``RunState``) that makes the moves it can and returns the state after them. The

@@ -1,6 +1,7 @@
 """Analyse: a scored entry's mean on the report split with a bootstrap interval, its cost and latency,
 and a blend's lift over its best member (a paired interval, and McNemar's test where items are right or
-wrong); once every entry is done, what the run shows beyond them (the ensemble-size curve)."""
+wrong); once every entry has finished (done, or failed), what the run shows beyond them over the ones that
+are done (the ensemble-size curve)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 from django.utils import timezone
 
 from arena.evaluations import analysis, events
-from arena.evaluations.models import EntryState, Run, RunEntry, Score
+from arena.evaluations.models import TERMINAL, EntryState, Run, RunEntry, Score
 from arena.evaluations.pipeline.state import RunState
 from arena.registry.models import Entry
 from ensembles import stats
@@ -21,7 +22,10 @@ def step(state: RunState) -> RunState:
     if scored:
         return state.reread()
     run = state.run
-    if all(re.state == EntryState.DONE for re in state.entries) and analysis.SIZE_CURVE not in run.results:
+    finished = all(re.state in TERMINAL for re in state.entries) and any(
+        re.state == EntryState.DONE for re in state.entries
+    )
+    if finished and analysis.SIZE_CURVE not in run.results:
         # Computed once here, so the pages that show it only read it.
         curve = analysis.size_curve(run)
         if curve is not None:

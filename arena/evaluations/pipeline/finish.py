@@ -1,5 +1,6 @@
-"""Finish: once every entry is done or failed, the run closes (failed when any entry failed) and the apps
-that listen to run_finished (regression alerts, schedules, search) hear of it."""
+"""Finish: once every entry is done or failed, the run closes and the apps that listen to run_finished
+(regression alerts, schedules, search) hear of it. A run where some entries failed and others finished
+closes as partial ("finished with errors"): what finished is a result; only a run where nothing finished fails."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ def step(state: RunState) -> RunState:
     if run.state != State.RUNNING or any(re.state not in TERMINAL for re in state.entries):
         return state
     failed = [re for re in state.entries if re.state == EntryState.FAILED]
-    closed = State.FAILED if failed else State.DONE
+    if not failed:
+        closed = State.DONE
+    elif any(re.state == EntryState.DONE for re in state.entries):
+        closed = State.PARTIAL
+    else:
+        closed = State.FAILED
     error = "; ".join(f"{re.entry.name}: {re.error}" for re in failed)
     if Run.objects.filter(pk=run.pk, state=State.RUNNING).update(
         state=closed, error=error[:4000], finished_at=timezone.now()

@@ -1,4 +1,5 @@
-"""Plan: check each model of a queued run, split the items into batches, queue one generate task per batch."""
+"""Plan: check each queued model of a queued run, split the items into batches, queue one generate task per
+batch. A retried run comes back here queued with only its failed entries queued; the rest stay as they are."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def step(state: RunState) -> RunState:
     size = settings.ARENA_BATCH_SIZE
     batches = [items[i : i + size] for i in range(0, len(items), size)]
     for re in state.entries:
-        if re.entry.is_blend:
+        if re.entry.is_blend or re.state != EntryState.QUEUED:
             continue
         try:
             backend = backend_for(re.entry)
