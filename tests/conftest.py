@@ -12,6 +12,7 @@ from django.conf import settings
 from arena.teams.models import ApiToken, Role
 from tests.factories import TeamFactory, UserFactory
 from tests.helpers import WorkerProcess
+from tests.loopback import LoopbackServer
 
 
 @pytest.fixture(scope="session")
@@ -166,3 +167,17 @@ def worker(transactional_db, clean_redis, worker_roots):
     process = WorkerProcess(worker_roots).start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def serve():
+    """Start loopback HTTP servers (tests/loopback.py) that the test's outbound calls reach; closed after it."""
+    servers: list[LoopbackServer] = []
+
+    def start(**kwargs) -> LoopbackServer:
+        servers.append(LoopbackServer(**kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

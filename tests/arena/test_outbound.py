@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,57 +32,7 @@ from tests.factories import RunFactory, SuiteFactory
 from tests.helpers import ROOT, csrf_client, finished, post_form, wait_for
 
 pytestmark = pytest.mark.django_db
-COMPLETION = json.dumps({"choices": [{"message": {"content": "4"}}]}).encode()
 HOSTILE = b"\x00\x1b[31mno such model\r\n\x07\xe2\x80\xae<script>alert(1)</script>" + b"A" * (4 * 1024 * 1024)
-
-
-class Server:
-    """A loopback HTTP server answering each POST with (status, body, headers), recording what reached it."""
-
-    def __init__(self, status: int = 200, body: bytes = COMPLETION, headers: dict[str, str] | None = None):
-        self.status, self.body, self.headers = status, body, headers or {}
-        self.received: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server hook
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.received.append(self.path)
-                self.send_response(outer.status)
-                for name, value in {"Content-Type": "application/json", **outer.headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(outer.body)
-                except OSError:
-                    pass  # the client read what it keeps and left
-
-            def log_message(self, *args):
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def serve():
-    servers: list[Server] = []
-
-    def start(**kwargs) -> Server:
-        servers.append(Server(**kwargs))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture
@@ -144,7 +92,7 @@ def test_in_production_a_loopback_endpoint_is_a_422_naming_base_url_then_registe
     production.ARENA_OUTBOUND_ALLOW = ["127.0.0.1"]
     assert endpoint(api, "local", f"{server.url}/v1").status_code == 201
     generation = backend_for(Entry.objects.get(name="local")).generate(["2+2?"], DecodingParams())
-    assert generation[0].text == "4" and server.received == ["/v1/chat/completions"]
+    assert generation[0].text == "4" and server.paths == ["/v1/chat/completions"]
 
 
 @pytest.mark.parametrize("address", ["10.1.2.3", "192.168.1.20", "169.254.169.254", "fd00::7"])
@@ -226,7 +174,7 @@ def test_a_webhook_redirect_to_the_arenas_own_port_is_not_followed(settings, ser
     hop = serve(status=307, body=b"", headers={"Location": f"{own.url}/v1/chat/completions"})
     sent = alerts.send_notice(notice(f"{hop.url}/hook").pk)
     assert sent.state == Delivery.FAILED and sent.status == 307 and "answered 307" in sent.error
-    assert hop.received == ["/hook"] and own.received == []
+    assert hop.paths == ["/hook"] and own.received == []
 
 
 def test_a_stored_webhook_that_is_now_refused_fails_without_a_request(production, serve, notice):

@@ -2,66 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from ensembles.backends import BackendError, BackendOptions, DecodingParams, make_backend
 from ensembles.net import OutboundPolicy, OutboundRefused, guarded_client, parse_allowed, post_json, snippet
+from tests.loopback import COMPLETION
 
 NOTHING_ALLOWED = OutboundPolicy.configured([])  # what production settings give: public addresses only
 UNSPECIFIED = "0.0.0.0"  # noqa: S104 - an address to refuse, nothing binds it
-COMPLETION = b'{"choices": [{"message": {"content": "4"}}]}'
-
-
-class Server:
-    """A loopback HTTP server that answers each POST with ``answer`` and records what reached it."""
-
-    def __init__(self, status: int = 200, body: bytes = COMPLETION, headers: dict[str, str] | None = None):
-        self.status, self.body, self.headers = status, body, headers or {}
-        self.received: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server hook
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.received.append({"path": self.path, "host": self.headers.get("Host")})
-                self.send_response(outer.status)
-                for name, value in {"Content-Type": "application/json", **outer.headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(outer.body)
-                except OSError:
-                    pass  # the client read what it wanted and left
-
-            def log_message(self, *args):
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def serve():
-    servers: list[Server] = []
-
-    def start(**kwargs) -> Server:
-        servers.append(Server(**kwargs))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 def mapped(names: dict[str, list[str]]):
