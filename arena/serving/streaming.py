@@ -26,7 +26,7 @@ from arena.evaluations import cache
 from arena.registry.backends import backend_for
 from arena.registry.models import Entry
 from arena.serving.chat import prompt_of
-from arena.serving.protocol import ChatRequest, Refused, chat_logprobs, usage
+from arena.serving.protocol import ChatRequest, Refused, chat_logprobs, decoding_params, usage
 from arena.serving.services import generate, serve_blend
 from ensembles.backends import BackendError, DecodingParams, Generation, Prompt
 from ensembles.errors import EnsembleError
@@ -57,18 +57,6 @@ def chat_stream(request: HttpRequest, body: ChatRequest, entry: Entry) -> Stream
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the chunks back
     return response
-
-
-def decoding_params(body: ChatRequest) -> DecodingParams:
-    """The request's decoding, the same as for the non-streamed answer: both read one cached generation."""
-    return DecodingParams(
-        max_new_tokens=body.max_new_tokens,
-        temperature=body.temperature or 0.0,
-        top_p=body.top_p or 1.0,
-        seed=body.seed or 0,
-        stop=body.stops,
-        top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
-    )
 
 
 async def relay(events: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
