@@ -202,6 +202,18 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Work items are retried at most this many times before the run marks them failed.
 ARENA_MAX_ATTEMPTS = env_int("ARENA_MAX_ATTEMPTS", 3, minimum=1)
 ARENA_BATCH_SIZE = env_int("ARENA_BATCH_SIZE", 8, minimum=1)
+# /v1 chat answers of local models are generated on a GPU worker, concurrent requests for one model
+# in one batch (arena/serving/batching.py); off, the web process generates them itself, one at a time.
+# `manage.py up` and docker/compose.yaml turn it on, as they start the workers that serve.
+ARENA_SERVE_ON_WORKER = env_bool("ARENA_SERVE_ON_WORKER", False)
+# How long a /v1 request waits for its worker before it is answered with a 503 (no worker took it) or a 504.
+ARENA_SERVE_TIMEOUT_S = env_int("ARENA_SERVE_TIMEOUT_S", 120, minimum=1)
+# How long a worker lets a batch fill before it generates: added to a lone request's wait, it lets
+# requests sent together, which reach the worker milliseconds apart, go in one batch.
+ARENA_SERVE_GATHER_MS = env_int("ARENA_SERVE_GATHER_MS", 50, minimum=0)
+# How many worker processes may generate batches of one model at once: 1 where a worker process has
+# a GPU to itself; `manage.py up` sets its worker's concurrency, processes that share the CPU cores.
+ARENA_SERVE_PARALLEL = env_int("ARENA_SERVE_PARALLEL", 1, minimum=1)
 # Suite uploads: per file, and items per suite (page and API alike).
 ARENA_SUITE_MAX_BYTES = env_int("ARENA_SUITE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 ARENA_SUITE_MAX_ITEMS = env_int("ARENA_SUITE_MAX_ITEMS", 50_000, minimum=10)

@@ -13,11 +13,15 @@ from celery import current_app
 from django.db import transaction
 
 
-def send(task: str, *args: Any, queue: str | None = None) -> None:
-    """Queue ``task`` (its dotted name) now; ``queue`` sends it there instead of where routing would."""
-    current_app.send_task(task, args=args, **({"queue": queue} if queue else {}))
+def send(task: str, *args: Any, queue: str | None = None, retry: bool = True) -> None:
+    """Queue ``task`` (its dotted name) now; ``queue`` sends it there instead of where routing would.
+
+    ``retry=False`` raises at once when the broker is unreachable, for a sender that must not wait
+    out the publish retry policy (a request whose client is waiting).
+    """
+    current_app.send_task(task, args=args, retry=retry, **({"queue": queue} if queue else {}))
 
 
-def send_on_commit(task: str, *args: Any, queue: str | None = None) -> None:
+def send_on_commit(task: str, *args: Any, queue: str | None = None, retry: bool = True) -> None:
     """Queue ``task`` once the current transaction commits: for a task that reads rows written in it."""
-    transaction.on_commit(lambda: send(task, *args, queue=queue))
+    transaction.on_commit(lambda: send(task, *args, queue=queue, retry=retry))

@@ -1,7 +1,7 @@
 """Blends over stored answers: a blend's strategy, members' answers as the library reads them, and fitting.
 
 The run's combine step, the OpenAI endpoint and blend search build strategies and read members'
-answers the same way, here.
+answers the same way, here; the combine step and /v1 also break ties the same way (``in_tie_order``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ import inspect
 import json
 import math
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db.models import Avg
 
 from arena.benchmarks.models import SuiteItem
 from arena.benchmarks.services import library_item, library_suite
@@ -20,7 +22,7 @@ from arena.evaluations.models import FINISHED, RunEntry, Score, State
 from arena.registry.models import Entry
 from ensembles.answers import vote_key
 from ensembles.errors import EnsembleError
-from ensembles.metrics import get_metric
+from ensembles.metrics import EXTRACTORS, get_metric
 from ensembles.strategies import STRATEGIES, CachedEmbedder, MemberAnswer, MiniLMEmbedder, Strategy
 from ensembles.suites import Suite as LibSuite
 
@@ -52,59 +54,105 @@ def fit_on_dev(strategy: Strategy, suite: LibSuite, dev: list[tuple[list[MemberA
     )
 
 
+# Strategies whose only use of member order is to break a tie: there a tie goes to the answer of the
+# member with the higher dev score instead (member order only among equals), on the board and at /v1.
+TIES_BY_MEMBER_ORDER = frozenset({"majority_vote", "weighted_vote"})
+
+
+def dev_weights(run_id: int, members: Sequence[Entry]) -> dict[str, float]:
+    """Each member's mean score on the run's dev items, by name: the weights that break a tie ({} without dev)."""
+    rows = (
+        Score.objects.filter(run_id=run_id, entry__in=members, item__split="dev")
+        .values_list("entry__name")
+        .annotate(mean=Avg("value"))
+    )
+    return {name: round(float(mean), 6) for name, mean in rows}
+
+
+def in_tie_order(strategy: str, answers: list[MemberAnswer], weights: dict[str, float]) -> list[MemberAnswer]:
+    """``answers`` as ``strategy`` should read them: best dev score first where member order breaks its ties."""
+    if strategy not in TIES_BY_MEMBER_ORDER or not weights:
+        return answers
+    return sorted(answers, key=lambda a: -weights.get(a.member, 0.0))  # stable: member order among equals
+
+
 @dataclass(frozen=True)
-class Fitted:
-    """A learned blend fitted for live requests, and the run whose dev answers it learned from."""
+class Combiner:
+    """How a blend answers a live request: as it combined on its latest finished run.
+
+    That run's suite's answer extraction, its members' dev weights for ties, and a learned strategy
+    fitted on its dev split. A blend that has no finished run reads first lines, ties going by member order.
+    """
 
     strategy: Strategy
-    run_id: int
-    suite: str
     extraction: str
+    run_id: int | None = None
+    suite: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def extract(self, text: str) -> str:
+        return EXTRACTORS.get(self.extraction)(text)
+
+    def read_as(self) -> dict:
+        """How the answers were read, for the response's account of the decision."""
+        return {"run": self.run_id, "suite": self.suite, "extraction": self.extraction, "dev_weights": self.weights}
 
 
-# Fitted blends kept per web process, keyed by (blend, its params, the run fitted on): a new run or a
-# changed blend fits again. Small: fitting is cheap next to the members' generations it serves.
-_FITTED: OrderedDict[tuple, Fitted] = OrderedDict()
-_FITTED_MAX = 32
+# Combiners kept per web process, keyed by (blend, its params, the run read): a new run or a changed
+# blend fits again. Small: fitting is cheap next to the members' generations it serves.
+_COMBINERS: OrderedDict[tuple, Combiner] = OrderedDict()
+_COMBINERS_MAX = 32
 
 
-def fitted_for_serving(blend: Entry) -> Fitted:
-    """``blend``'s learned strategy fitted on the dev answers of its latest finished run that has dev items.
+def serving_combiner(blend: Entry) -> Combiner:
+    """``blend`` as its latest finished run combined it; a learned blend's run must have dev items.
 
-    Raises EnsembleError naming what to do when no such run exists.
+    Raises EnsembleError naming what to do when a learned blend has no such run.
     """
+    strategy = build_strategy(blend)
     done = (
         RunEntry.objects.filter(entry=blend, state=State.DONE, run__state__in=FINISHED)
         .select_related("run__suite")
         .order_by("-run__finished_at", "-run_id")
     )
-    run = next((re.run for re in done[:50] if "dev" in re.run.splits), None)
+    if strategy.needs_fit:
+        run = next((re.run for re in done[:50] if "dev" in re.run.splits), None)
+    else:
+        run = next((re.run for re in done[:1]), None)
     if run is None:
-        raise EnsembleError(
-            f"{blend.name} uses {blend.strategy}, which learns from a suite's dev split: run it on a suite "
-            "with splits dev and test first, and it is served as fitted there"
-        )
+        if strategy.needs_fit:
+            raise EnsembleError(
+                f"{blend.name} uses {blend.strategy}, which learns from a suite's dev split: run it on a suite "
+                "with splits dev and test first, and it is served as fitted there"
+            )
+        return Combiner(strategy, "first_line")
     key = (blend.pk, json.dumps(blend.params, sort_keys=True), run.pk)
-    if key in _FITTED:
-        _FITTED.move_to_end(key)
-        return _FITTED[key]
+    if key in _COMBINERS:
+        _COMBINERS.move_to_end(key)
+        return _COMBINERS[key]
     suite = library_suite(run.suite)
     members = blend.ordered_members()
-    scores = Score.objects.filter(run=run, entry__in=members, item__split="dev").select_related("generation", "item")
-    grid: dict[int, dict[int, Score]] = defaultdict(dict)
-    for s in scores:
-        grid[s.item_id][s.entry_id] = s
-    dev = [
-        ([member_answer(m, row[m.pk]) for m in members if m.pk in row], next(iter(row.values())).item)
-        for row in grid.values()
-    ]
-    strategy = build_strategy(blend)
-    fit_on_dev(strategy, suite, dev)
-    fitted = Fitted(strategy, run.pk, run.suite.name, suite.manifest.answer_extraction)
-    _FITTED[key] = fitted
-    while len(_FITTED) > _FITTED_MAX:
-        _FITTED.popitem(last=False)
-    return fitted
+    weights = dev_weights(run.pk, members) if "dev" in run.splits else {}
+    if strategy.needs_fit:
+        scores = Score.objects.filter(run=run, entry__in=members, item__split="dev").select_related(
+            "generation", "item"
+        )
+        grid: dict[int, dict[int, Score]] = defaultdict(dict)
+        for s in scores:
+            grid[s.item_id][s.entry_id] = s
+        dev = [
+            (
+                in_tie_order(blend.strategy, [member_answer(m, row[m.pk]) for m in members if m.pk in row], weights),
+                next(iter(row.values())).item,
+            )
+            for row in grid.values()
+        ]
+        fit_on_dev(strategy, suite, dev)
+    combiner = Combiner(strategy, suite.manifest.answer_extraction, run.pk, run.suite.name, weights)
+    _COMBINERS[key] = combiner
+    while len(_COMBINERS) > _COMBINERS_MAX:
+        _COMBINERS.popitem(last=False)
+    return combiner
 
 
 def shipped_encoder() -> CachedEmbedder:
@@ -153,5 +201,3 @@ def member_answer(member: Entry, score: Score) -> MemberAnswer:
         logprob=next((lp for answer, lp in logs.items() if vote_key(answer) == chosen), None),
         option_logprobs=logs or None,
     )
-
-

@@ -140,5 +140,54 @@ def loglikelihoods(fingerprint: str, load: LoadBackend, requests: Sequence[Seque
     return Read([found[k] for k in keys], frozenset(missing))
 
 
+def completion_key(fingerprint: str, ids: Sequence[int], params: DecodingParams) -> str:
+    """The key of a raw continuation of token ids (no chat template), apart from any chat prompt's."""
+    return digest_json({"fingerprint": fingerprint, "completion": list(ids), "params": params.model_dump(mode="json")})
+
+
+def completion_ids(generation: Generation) -> list[int]:
+    """The token ids a raw continuation drew (its end-of-sequence token included when it stopped there)."""
+    return list(generation.params.get("completion_ids", []))
+
+
+def completions(fingerprint: str, load: LoadBackend, sequences: Sequence[list[int]], params: DecodingParams) -> Read:
+    """Each token sequence's raw continuation (``/v1/completions``): read by key, the missing ones in one batch.
+
+    A row keeps the ids it drew in its params (as a log-likelihood row keeps its continuations), so
+    their log-probabilities can be read again without generating.
+    """
+    keys = [completion_key(fingerprint, ids, params) for ids in sequences]
+    found = _read(keys)
+    missing = {k: ids for k, ids in zip(keys, sequences, strict=True) if k not in found}
+    if missing:
+        started = time.perf_counter()
+        backend = POOL.get(fingerprint, load)
+        outs = backend.generate_ids(list(missing.values()), params)  # type: ignore[attr-defined]
+        share = (time.perf_counter() - started) / len(missing)
+        Generation.objects.bulk_create(
+            [
+                Generation(
+                    key=key,
+                    fingerprint=fingerprint,
+                    prompt=json.dumps(ids),
+                    params={
+                        "kind": "completion",
+                        **params.model_dump(mode="json"),
+                        "completion_ids": out.ids,
+                    },
+                    text=out.text,
+                    prompt_tokens=len(ids),
+                    completion_tokens=len(out.ids),
+                    latency_s=share,
+                    finish_reason=out.finish_reason,
+                )
+                for (key, ids), out in zip(missing.items(), outs, strict=True)
+            ],
+            ignore_conflicts=True,
+        )
+        found = _read(keys)
+    return Read([found[k] for k in keys], frozenset(missing))
+
+
 def _read(keys: Sequence[str]) -> dict[str, Generation]:
     return {g.key: g for g in Generation.objects.filter(key__in=set(keys))}

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from redis import RedisError
 
 from arena.registry.models import Entry
+from arena.serving import shadows
 from arena.serving.protocol import (
     ChatRequest,
     Refused,
@@ -26,10 +27,9 @@ from arena.serving.protocol import (
     conversation,
     decoding_params,
     parse_chat,
-    usage,
 )
 from arena.serving.queries import servable_entries
-from arena.serving.services import generate, serve_blend
+from arena.serving.services import Spent, reply
 from arena.teams.models import ApiToken
 from ensembles.backends import BackendError, Generation, Prompt
 from ensembles.errors import EnsembleError
@@ -60,9 +60,14 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
 
         return streaming.chat_stream(request, body, entry)
     key = request.headers.get("Idempotency-Key")
+
+    def build() -> dict[str, Any]:
+        # A sampled share is also answered by the entry's shadow, on a worker, after this answer is built.
+        return shadows.offer(entry, body, answer(entry, body))
+
     if not key:
-        return JsonResponse(answer(entry, body))
-    return idempotent(token, key, request.body, lambda: answer(entry, body))
+        return JsonResponse(build())
+    return idempotent(token, key, request.body, build)
 
 
 def idempotent(token: ApiToken, key: str, raw: bytes, build: Callable[[], dict[str, Any]]) -> HttpResponse:
@@ -112,23 +117,23 @@ def prompt_of(body: ChatRequest) -> Prompt:
 
 
 def answer(entry: Entry, body: ChatRequest) -> dict[str, Any]:
-    """The chat.completion object for ``body``: ``n`` choices, each with its finish reason and logprobs."""
+    """The chat.completion object for ``body``: ``n`` choices, each with its finish reason and logprobs,
+    and what the answer cost (``usage.cost`` in US dollars where the models have prices; ``arena.cost``)."""
     prompt = prompt_of(body)
     params = decoding_params(body)
     started = time.perf_counter()
     runs: list[tuple[Generation, dict[str, Any] | None]] = []
+    spent = Spent()
     # Greedy choices are all the same answer: generated once. Samples take seeds seed, seed+1, ...,
     # each its own cached generation, so a repeated request gets the same n answers.
     for i in range(body.n if params.temperature > 0 else 1):
         run_params = params.model_copy(update={"seed": params.seed + i}) if i else params
         try:
-            if entry.is_blend:
-                _, how, gen = serve_blend(entry, prompt, run_params)
-            else:
-                gen, how = generate(entry, prompt, run_params)[0], None
+            gen, how, cost = reply(entry, prompt, run_params)
         except (BackendError, EnsembleError) as exc:
             raise Refused(422, str(exc), param="model", code="model_error") from None
         runs.append((gen, how))
+        spent.add(cost)
     choices = []
     for index in range(body.n):
         gen, _ = runs[index % len(runs)]
@@ -140,7 +145,6 @@ def answer(entry: Entry, body: ChatRequest) -> dict[str, Any]:
                 "finish_reason": gen.finish_reason,
             }
         )
-    completion_tokens = sum(gen.completion_tokens for gen, _ in runs)
     return {
         "id": "chatcmpl-" + secrets.token_hex(12),
         "object": "chat.completion",
@@ -148,6 +152,6 @@ def answer(entry: Entry, body: ChatRequest) -> dict[str, Any]:
         "model": entry.name,
         "system_fingerprint": None,
         "choices": choices,
-        "usage": usage(runs[0][0].prompt_tokens, completion_tokens),
-        "arena": {"latency_s": round(time.perf_counter() - started, 4), "blend": runs[0][1]},
+        "usage": spent.usage(),
+        "arena": {"latency_s": round(time.perf_counter() - started, 4), "blend": runs[0][1], "cost": spent.measures()},
     }

@@ -3,6 +3,9 @@
 What lm-evaluation-harness's ``local-completions`` model calls: token ids as the prompt, ``echo``
 with ``logprobs`` and ``max_tokens`` 0 or 1 to read each prompt token's log-probability, which is how it
 scores multiple-choice tasks by log-likelihood. No chat template is applied, as in vLLM's server.
+Generations go through the generations cache, keyed by the prompt's token ids; ``stream`` sends the
+decided choices as `text_completion` chunks (streaming.py). Every answer says what it cost, as chat does.
+A logprob_pool blend scores tokens by the board's pooling where it is defined per option (log_linear).
 """
 
 from __future__ import annotations
@@ -11,18 +14,21 @@ import secrets
 import time
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import BaseModel, ConfigDict, Field
 
-from arena.evaluations.cache import POOL
+from arena.core.export import relay
+from arena.evaluations import cache
 from arena.registry.backends import backend_for
 from arena.registry.models import Entry
 from arena.serving.chat import entry_for
-from arena.serving.protocol import STOP_LIMIT, Refused, allow, parse_json, token_required, usage, validate
-from arena.serving.services import serve_blend
+from arena.serving.protocol import STOP_LIMIT, Refused, allow, parse_json, token_required, validate
+from arena.serving.services import Spent, prices_of, serve_blend
+from arena.serving.streaming import Chunks
 from ensembles.backends import BackendError, DecodingParams
-from ensembles.backends.hf import TokenScore, TransformersBackend, linear_pool
+from ensembles.backends.hf import TokenScore, TransformersBackend, pool_tokens
 from ensembles.errors import EnsembleError
 from ensembles.strategies import STRATEGIES
 
@@ -43,6 +49,7 @@ class CompletionRequest(BaseModel):
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     suffix: str | None = None
 
 
@@ -100,10 +107,15 @@ def _logprobs_block(
     }
 
 
-def _complete_model(backend: TransformersBackend, body: CompletionRequest, params: DecodingParams) -> tuple[list, dict]:
-    """Choices for every prompt (n each) from one local model, and the prompt tokens counted."""
-    prompts = [_token_ids(backend, p) for p in _prompts(body.prompt)]
-    limit = backend.context_length
+def _complete_model(entry: Entry, body: CompletionRequest, params: DecodingParams) -> tuple[list, Spent]:
+    """Choices for every prompt (n each) from one local model, through the generations cache, and their cost."""
+    backend = backend_for(entry)
+    if not isinstance(backend, TransformersBackend):
+        raise Refused(400, "model: only local models (hf, gguf, merges) answer raw-text completions", param="model")
+    fingerprint = backend.fingerprint()
+    loaded: TransformersBackend = cache.POOL.get(fingerprint, lambda: backend)  # type: ignore[assignment]
+    prompts = [_token_ids(loaded, p) for p in _prompts(body.prompt)]
+    limit = loaded.context_length
     longest = max(map(len, prompts))
     if limit and longest + body.max_tokens > limit:
         raise Refused(
@@ -112,43 +124,63 @@ def _complete_model(backend: TransformersBackend, body: CompletionRequest, param
             param="prompt",
         )
     seqs = [ids for ids in prompts for _ in range(body.n)]
+    spent = Spent(calls=len(prompts))
     # n samples of one prompt differ by seed; at temperature 0 they are one greedy answer, generated once.
     if body.max_tokens > 0:
         draws = body.n if params.temperature > 0 else 1
-        completions = [
-            backend.generate_ids(prompts, params.model_copy(update={"seed": params.seed + k})) for k in range(draws)
+        reads = [
+            cache.completions(fingerprint, lambda: loaded, prompts, params.model_copy(update={"seed": params.seed + k}))
+            for k in range(draws)
         ]
-        completions *= body.n // draws
-        outs = [completions[k][i] for i in range(len(prompts)) for k in range(body.n)]
+        outs = [reads[k % draws].generations[i] for i in range(len(prompts)) for k in range(body.n)]
+        spent.calls = draws * len(prompts)
+        spent.new_calls = sum(read.new for read in reads)
+        spent.compute_s = sum(g.latency_s for read in reads for g in read.generations if g.key in read.computed)
     else:
         outs = [None] * len(seqs)
+        spent.new_calls = len(prompts)  # scoring given tokens is computed each time
+    drawn = [cache.completion_ids(out) if out else [] for out in outs]
     choices = []
     want = body.logprobs is not None
     if want:
-        full = [ids + (out.ids if out else []) for ids, out in zip(seqs, outs, strict=True)]
+        full = [ids + new for ids, new in zip(seqs, drawn, strict=True)]
         starts = [0 if body.echo else len(ids) for ids in seqs]
-        scored = backend.score_tokens(full, starts, top_k=body.logprobs or 0)
-    for index, (ids, out) in enumerate(zip(seqs, outs, strict=True)):
+        scoring = time.perf_counter()
+        scored = loaded.score_tokens(full, starts, top_k=body.logprobs or 0)
+        spent.compute_s += time.perf_counter() - scoring
+    for index, (ids, out, new) in enumerate(zip(seqs, outs, drawn, strict=True)):
         text = out.text if out else ""
         choice: dict[str, Any] = {"index": index, "text": text, "logprobs": None}
         if body.echo:
-            choice["text"] = backend.tokenizer.decode(ids) + text
+            choice["text"] = loaded.tokenizer.decode(ids) + text
         if want:
             row: list[TokenScore] = scored[index]
-            shown = ids + (out.ids if out else []) if body.echo else (out.ids if out else [])
+            shown = ids + new if body.echo else new
             lps: list[float | None] = [s.logprob for s in row]
             tops: list[Any] = [s.top for s in row]
             if body.echo:
                 lps, tops = [None, *lps], [None, *tops]
-            choice["logprobs"] = _logprobs_block(backend, shown, lps, tops if body.logprobs else None)
+            choice["logprobs"] = _logprobs_block(loaded, shown, lps, tops if body.logprobs else None)
         choice["finish_reason"] = out.finish_reason if out else "length"
         choices.append(choice)
-    spent = {"prompt": sum(len(ids) for ids in prompts), "completion": sum(len(o.ids) for o in outs if o)}
+    # The prompt counts once however many choices read it, as OpenAI counts it.
+    spent.prompt_tokens, spent.completion_tokens = sum(map(len, prompts)), sum(map(len, drawn))
+    prices = prices_of(entry)
+    spent.usd = prices.cost(spent.prompt_tokens, spent.completion_tokens) if prices else None
     return choices, spent
 
 
-def _pool_blend(blend: Entry, body: CompletionRequest) -> tuple[list, dict]:
-    """A linear probability pool over the members' next-token distributions (members share a tokenizer).
+# The board pools a multiple-choice item's options (ensembles.strategies.pool): each member's option
+# log-likelihoods, normalized over the item's options, then pooled. A log-likelihood request names one
+# option and none of the others, so a pool is served here only where that normalization cannot change
+# the board's choice: log_linear, whose normalized product orders options by the members' summed
+# log-likelihoods. A linear pool's choice depends on the other options, which the request does not carry.
+SERVED_POOL = "log_linear"
+
+
+def _pool_blend(blend: Entry, body: CompletionRequest) -> tuple[list, Spent]:
+    """Scores of given tokens by a log_linear pool over the members (who share a tokenizer): each token's
+    mean member log-probability, so an option's summed score orders options as the board's pool does.
 
     It scores given tokens and picks at most one next token, the pooled most likely: what a
     log-likelihood request (lm-eval's: echo, max_tokens 1, logprobs 1) asks.
@@ -159,8 +191,8 @@ def _pool_blend(blend: Entry, body: CompletionRequest) -> tuple[list, dict]:
         raise Refused(400, "temperature: a pool's next token is its most likely one; send 0", param="temperature")
     if body.n > 1:
         raise Refused(400, "n: a blend gives one combined answer per prompt", param="n")
-    backends = []
-    for member in blend.ordered_members():
+    backends, members = [], blend.ordered_members()
+    for member in members:
         backend = None if member.is_blend else backend_for(member)
         if not isinstance(backend, TransformersBackend):
             raise Refused(
@@ -168,7 +200,7 @@ def _pool_blend(blend: Entry, body: CompletionRequest) -> tuple[list, dict]:
                 f"logprobs: member {member.name!r} is not a local model, so it cannot score tokens",
                 param="logprobs",
             )
-        backends.append(POOL.get(backend.fingerprint(), lambda b=backend: b))
+        backends.append(cache.POOL.get(backend.fingerprint(), lambda b=backend: b))
     vocabularies = [b.tokenizer.get_vocab() for b in backends]
     if any(v != vocabularies[0] for v in vocabularies[1:]):
         raise Refused(
@@ -182,7 +214,9 @@ def _pool_blend(blend: Entry, body: CompletionRequest) -> tuple[list, dict]:
     if limit and max(map(len, prompts)) + body.max_tokens > limit:
         raise Refused(400, f"prompt: longer than the members' context of {limit} tokens", param="prompt")
     k = body.logprobs or 0
-    pooled = linear_pool(backends, prompts, [0 if body.echo else len(ids) for ids in prompts], k)
+    started = time.perf_counter()
+    pooled = pool_tokens(backends, prompts, [0 if body.echo else len(ids) for ids in prompts], k, SERVED_POOL)
+    seconds = time.perf_counter() - started
     specials = set(first.tokenizer.all_special_ids)
     choices = []
     for index, (ids, got) in enumerate(zip(prompts, pooled, strict=True)):
@@ -201,22 +235,40 @@ def _pool_blend(blend: Entry, body: CompletionRequest) -> tuple[list, dict]:
                 text += first.tokenizer.decode([token])
         block = _logprobs_block(first, shown, lps, tops if k else None) if body.logprobs is not None else None
         choices.append({"index": index, "text": text, "logprobs": block, "finish_reason": finish})
-    # Every member reads every prompt token.
-    spent = {"prompt": sum(len(ids) for ids in prompts) * len(backends), "completion": body.max_tokens * len(prompts)}
+    # Every member reads every prompt token: one scoring call each.
+    spent = Spent(calls=len(backends), new_calls=len(backends), compute_s=seconds, usd=0.0)
+    for member in members:
+        member_spent = Spent(
+            prompt_tokens=sum(len(ids) for ids in prompts), completion_tokens=body.max_tokens * len(prompts)
+        )
+        prices = prices_of(member)
+        member_spent.usd = prices.cost(member_spent.prompt_tokens, member_spent.completion_tokens) if prices else None
+        spent.add(member_spent)
     return choices, spent
 
 
-def _complete_blend(blend: Entry, body: CompletionRequest, params: DecodingParams) -> tuple[list, dict]:
+def _complete_blend(blend: Entry, body: CompletionRequest, params: DecodingParams) -> tuple[list, Spent, list]:
+    """A blend's choices, their cost, and each prompt's account of how the blend decided."""
     if body.echo or body.logprobs is not None:
-        pool = STRATEGIES.get(blend.strategy)(blend.params).params
-        if blend.strategy != "logprob_pool" or getattr(pool, "pool", None) != "linear":
+        asked = "logprobs" if body.logprobs is not None else "echo"
+        pool = getattr(STRATEGIES.get(blend.strategy)(blend.params).params, "pool", None)
+        if blend.strategy != "logprob_pool":
             raise Refused(
                 400,
-                f"{'logprobs' if body.logprobs is not None else 'echo'}: a {blend.strategy} blend defines no token "
-                "log-probabilities; a logprob_pool blend with pool linear does",
-                param="logprobs" if body.logprobs is not None else "echo",
+                f"{asked}: a {blend.strategy} blend defines no log-likelihood of given tokens; "
+                f"a logprob_pool blend with pool {SERVED_POOL} does",
+                param=asked,
             )
-        return _pool_blend(blend, body)
+        if pool != SERVED_POOL:
+            raise Refused(
+                400,
+                f"{asked}: a {pool} pool normalizes each member over all of an item's options, which one "
+                f"log-likelihood request does not carry; a logprob_pool blend with pool {SERVED_POOL} "
+                "orders options as the board does and is served",
+                param=asked,
+            )
+        choices, spent = _pool_blend(blend, body)
+        return choices, spent, []
     prompts = _prompts(body.prompt)
     if any(not isinstance(p, str) for p in prompts):
         raise Refused(
@@ -224,19 +276,17 @@ def _complete_blend(blend: Entry, body: CompletionRequest, params: DecodingParam
         )
     if body.n > 1:
         raise Refused(400, "n: a blend gives one combined answer per prompt", param="n")
-    choices, prompt_tokens, completion_tokens = [], 0, 0
+    choices, spent, accounts = [], Spent(), []
     for index, prompt in enumerate(prompts):
-        text, _, spent = serve_blend(blend, str(prompt), params)
-        prompt_tokens += spent.prompt_tokens
-        completion_tokens += spent.completion_tokens
-        choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": "stop"})
-    return choices, {"prompt": prompt_tokens, "completion": completion_tokens}
+        text, how, gen, cost = serve_blend(blend, str(prompt), params)
+        spent.add(cost)
+        accounts.append(how)
+        choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": gen.finish_reason or "stop"})
+    return choices, spent, accounts
 
 
 def complete(request: HttpRequest) -> HttpResponse:
     body = validate(CompletionRequest, parse_json(request.body))
-    if body.stream:
-        raise Refused(400, "stream: /v1/completions does not stream; use /v1/chat/completions", param="stream")
     if body.suffix:
         raise Refused(400, "suffix: insertion (fill-in-the-middle) is not supported", param="suffix")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
@@ -252,19 +302,26 @@ def complete(request: HttpRequest) -> HttpResponse:
         stop=stop,
     )
     started = time.perf_counter()
+    accounts: list = []
     try:
         if entry.is_blend:
-            choices, spent = _complete_blend(entry, body, params)
+            choices, spent, accounts = _complete_blend(entry, body, params)
         else:
-            backend = backend_for(entry)
-            if not isinstance(backend, TransformersBackend):
-                raise Refused(
-                    400, "model: only local models (hf, gguf, merges) answer raw-text completions", param="model"
-                )
-            loaded = POOL.get(backend.fingerprint(), lambda: backend)
-            choices, spent = _complete_model(loaded, body, params)  # type: ignore[arg-type]
+            choices, spent = _complete_model(entry, body, params)
     except (BackendError, EnsembleError) as exc:
         raise Refused(422, str(exc), param="model", code="model_error") from None
+    if body.stream:
+        options = body.stream_options or {}
+        chunks = Chunks(entry.name, include_usage=bool(options.get("include_usage")), logprobs=False, text=True)
+        events = chunks.for_texts(choices, spent)
+        # Under ASGI (daphne) a sync iterator would be read whole before the first byte is sent.
+        content = relay(events) if isinstance(request, ASGIRequest) else events
+        response = StreamingHttpResponse(content, content_type="text/event-stream; charset=utf-8")
+        response["Cache-Control"] = "no-cache"
+        return response
+    arena: dict[str, Any] = {"latency_s": round(time.perf_counter() - started, 4), "cost": spent.measures()}
+    if accounts:
+        arena["blend"] = accounts
     return JsonResponse(
         {
             "id": "cmpl-" + secrets.token_hex(12),
@@ -272,8 +329,8 @@ def complete(request: HttpRequest) -> HttpResponse:
             "created": int(time.time()),
             "model": entry.name,
             "choices": choices,
-            "usage": usage(spent["prompt"], spent["completion"]),
-            "arena": {"latency_s": round(time.perf_counter() - started, 4)},
+            "usage": spent.usage(),
+            "arena": arena,
         }
     )
 

@@ -5,7 +5,11 @@ A role delta first, then content deltas, a chunk with each choice's `finish_reas
 A single model streams its tokens as they are generated and the finished answer goes into the
 generation cache, as a non-streamed one does; a cached answer is replayed as one delta. A blend decides
 before the first byte (its members' answers are cached one by one) and streams its answer as one delta.
-A client that goes away stops the generation at its next token.
+A client that goes away stops the generation at its next token. The usage chunk carries the answer's
+cost (``usage.cost`` and ``arena.cost``), as a non-streamed answer does.
+
+`/v1/completions` streams its `text_completion` chunks through the same ``Chunks``: each choice's text
+once it is decided (through the generation cache), its finish reason, the usage chunk, `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -14,20 +18,20 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
+from arena.core.export import relay
 from arena.evaluations import cache
 from arena.registry.backends import backend_for
 from arena.registry.models import Entry
 from arena.serving.chat import prompt_of
-from arena.serving.protocol import ChatRequest, Refused, chat_logprobs, decoding_params, usage
-from arena.serving.services import generate, serve_blend
+from arena.serving.protocol import ChatRequest, Refused, chat_logprobs, decoding_params
+from arena.serving.services import Spent, generate, reply
 from ensembles.backends import BackendError, DecodingParams, Generation, Prompt
 from ensembles.errors import EnsembleError
 
@@ -45,8 +49,8 @@ def chat_stream(request: HttpRequest, body: ChatRequest, entry: Entry) -> Stream
     runs = [params.model_copy(update={"seed": params.seed + i}) for i in range(body.n if params.temperature else 1)]
     try:
         if entry.is_blend:
-            decided = [serve_blend(entry, prompt, run) for run in runs]
-            events = chunks.for_blend(body.n, [(gen, how) for _, how, gen in decided], params.top_logprobs)
+            decided = [reply(entry, prompt, run) for run in runs]
+            events = chunks.for_blend(body.n, decided, params.top_logprobs)
         else:
             events = chunks.for_model(body.n, _ModelAnswers(entry, prompt, runs), params.top_logprobs)
     except (BackendError, EnsembleError) as exc:
@@ -57,23 +61,6 @@ def chat_stream(request: HttpRequest, body: ChatRequest, entry: Entry) -> Stream
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the chunks back
     return response
-
-
-async def relay(events: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
-    """``events`` read in the request's own thread (generation and the database are sync), one at a time.
-
-    When the client disconnects Django cancels the response and this generator is closed, which
-    closes ``events`` and so the model's stream.
-    """
-    try:
-        while (event := await sync_to_async(_next)(events)) is not None:
-            yield event
-    finally:
-        await sync_to_async(events.close)()
-
-
-def _next(events: Iterator[bytes]) -> bytes | None:
-    return next(events, None)
 
 
 class _ModelAnswers:
@@ -106,8 +93,10 @@ class _ModelAnswers:
 class Chunks:
     """The event stream of one chat completion: every chunk shares its id, creation time and model."""
 
-    def __init__(self, model: str, *, include_usage: bool, logprobs: bool) -> None:
-        self.id = "chatcmpl-" + secrets.token_hex(12)
+    def __init__(self, model: str, *, include_usage: bool, logprobs: bool, text: bool = False) -> None:
+        # ``text``: the chunks of /v1/completions (`text_completion`), else of a chat completion.
+        self.text = text
+        self.id = ("cmpl-" if text else "chatcmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
@@ -117,12 +106,13 @@ class Chunks:
     def event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         chunk: dict[str, Any] = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": "text_completion" if self.text else "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
             "choices": choices,
         }
+        if not self.text:
+            chunk["system_fingerprint"] = None
         if self.include_usage:
             chunk["usage"] = None  # as OpenAI sends it: null on every chunk but the last
         chunk.update(extra)
@@ -133,13 +123,23 @@ class Chunks:
             [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish} for i in indexes]
         )
 
-    def end(self, gens: list[Generation], how: dict[str, Any] | None) -> Iterator[bytes]:
+    def end(self, spent: Spent, how: dict[str, Any] | None) -> Iterator[bytes]:
         if self.include_usage:
-            # The arena's extension (latency, how a blend decided) rides on the usage chunk.
-            arena = {"latency_s": round(time.perf_counter() - self.started, 4), "blend": how}
-            total = usage(gens[0].prompt_tokens, sum(g.completion_tokens for g in gens))
-            yield self.event([], usage=total, arena=arena)
+            # The arena's extension (latency, how a blend decided, its cost measures) rides on the usage chunk.
+            arena = {"latency_s": round(time.perf_counter() - self.started, 4), "blend": how, "cost": spent.measures()}
+            yield self.event([], usage=spent.usage(), arena=arena)
         yield b"data: [DONE]\n\n"
+
+    def for_texts(self, choices: list[dict[str, Any]], spent: Spent) -> Generator[bytes, None, None]:
+        """/v1/completions' decided choices: each one's text (with its logprobs), then its finish reason."""
+        for choice in choices:
+            index = choice["index"]
+            if choice["text"] or choice["logprobs"]:
+                yield self.event(
+                    [{"index": index, "text": choice["text"], "logprobs": choice["logprobs"], "finish_reason": None}]
+                )
+            yield self.event([{"index": index, "text": "", "logprobs": None, "finish_reason": choice["finish_reason"]}])
+        yield from self.end(spent, None)
 
     def error(self, exc: Exception) -> Iterator[bytes]:
         """A failure after the first byte: the status is sent already, so the error is an event (as vLLM sends it)."""
@@ -155,7 +155,7 @@ class Chunks:
 
     def for_model(self, n: int, answers: _ModelAnswers, top: int) -> Generator[bytes, None, None]:
         yield self.delta(range(n), {"role": "assistant", "content": ""})
-        gens: list[Generation] = []
+        spent = Spent()
         try:
             for i in range(len(answers.runs)):
                 # One run answers every choice when decoding is greedy, else choice i.
@@ -164,22 +164,24 @@ class Chunks:
                 with closing(answers.answer(i)) as pieces:
                     for piece in pieces:
                         if isinstance(piece, Generation):
-                            gens.append(piece)
+                            spent.add(Spent.of(answers.entry, piece, answers.found[i]))
                             yield self.finish(indexes, piece, top)
                         else:
                             yield self.delta(indexes, {"content": piece})
         except (BackendError, EnsembleError) as exc:
             yield from self.error(exc)
             return
-        yield from self.end(gens, None)
+        yield from self.end(spent, None)
 
     def for_blend(
-        self, n: int, decided: list[tuple[Generation, dict[str, Any]]], top: int
+        self, n: int, decided: list[tuple[Generation, dict[str, Any] | None, Spent]], top: int
     ) -> Generator[bytes, None, None]:
         yield self.delta(range(n), {"role": "assistant", "content": ""})
-        for i, (gen, _) in enumerate(decided):
+        spent = Spent()
+        for i, (gen, _, cost) in enumerate(decided):
             indexes = range(n) if len(decided) == 1 else range(i, i + 1)
             if gen.text:
                 yield self.delta(indexes, {"content": gen.text})
             yield self.finish(indexes, gen, top)
-        yield from self.end([gen for gen, _ in decided], decided[0][1])
+            spent.add(cost)
+        yield from self.end(spent, decided[0][1])

@@ -8,4 +8,5 @@ urlpatterns = [
     path("v1/models/<path:model_id>", views.model, name="openai_model"),
     path("v1/chat/completions", views.chat_completions, name="openai_chat"),
     path("v1/completions", completions.completions, name="openai_completions"),
+    path("t/<slug:team>/entries/<int:entry_id>/shadow/", views.entry_shadow, name="entry_shadow"),
 ]

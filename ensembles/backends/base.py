@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -78,6 +79,19 @@ class Generation:
         return sum(self.token_logprobs) / len(self.token_logprobs)
 
 
+class Prices(BaseModel):
+    """What a model's tokens cost, in US dollars per million tokens, as providers and gateways quote them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(ge=0.0, le=10_000.0)
+    output_per_million: float = Field(ge=0.0, le=10_000.0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for ``prompt_tokens`` read and ``completion_tokens`` written."""
+        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1_000_000
+
+
 class Backend(ABC):
     """A language model the arena can call: generation, log-likelihood and a fingerprint."""
 
@@ -89,6 +103,10 @@ class Backend(ABC):
         """Backend configuration; subclasses extend it."""
 
         model_config = ConfigDict(extra="forbid")
+
+        # Not part of any fingerprint: a new price changes what an answer costs, not the answer.
+        # Left out of the dump when unset, so configs stored without prices stay as they were.
+        prices: Prices | None = Field(default=None, exclude_if=lambda p: p is None)
 
     def __init__(self, config: dict[str, Any], *, options: BackendOptions | None = None) -> None:
         try:
@@ -103,6 +121,11 @@ class Backend(ABC):
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Cheap checks before any work is queued (the file exists, has the right format)."""
+
+    def probe(self) -> None:
+        """Checks before the member is registered: ``check``, then what shows cheaply that it can generate
+        (a local model's config or header read, an endpoint's one-token answer); never loads the weights."""
+        self.check()
 
     def load(self) -> None:  # noqa: B027 - optional hook, remote backends have nothing to load
         """Bring weights into memory; called once before the first request."""
@@ -157,9 +180,20 @@ def check_local_path(path: str | Path, options: BackendOptions) -> Path:
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
+    """SHA-256 of a file's bytes, read in chunks; read once per process while the file stays as it was.
+
+    A fingerprint hashes the weights, and a backend is built for every request it serves: without the
+    memo each /v1 request would read hundreds of megabytes. A file rewritten changes its modification
+    time (or size, or inode), so it is read again.
+    """
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, inode: int, size: int, mtime_ns: int, chunk: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()

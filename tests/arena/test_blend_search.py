@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from django.core.exceptions import ValidationError
 
-from arena.evaluations.blends import fitted_for_serving
+from arena.evaluations.blends import serving_combiner
 from arena.evaluations.models import EntryState, Generation, Run, RunEntry, Score, State
 from arena.evaluations.services import create_run
 from arena.registry.models import Entry
@@ -216,7 +216,7 @@ def test_a_run_finished_with_errors_is_searched_and_served_over_the_entries_that
     # A learned blend of the finished members is served as fitted on this run's dev answers.
     weighted = BlendFactory(team=team, name="weighted", strategy="weighted_vote", members=[entries["a"], entries["b"]])
     RunEntryFactory(run=run, entry=weighted)
-    assert fitted_for_serving(weighted).run_id == run.pk
+    assert serving_combiner(weighted).run_id == run.pk
 
 
 @pytest.mark.django_db

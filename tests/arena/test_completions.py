@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openai
 import pytest
 
+from arena.evaluations.models import Generation
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken
 from ensembles.backends import BackendOptions, make_backend
@@ -17,8 +19,9 @@ from tests.helpers import json_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# Words of the tiny llama's vocabulary, so every prompt tokenizes without <unk>.
-ITEMS = [(a, b) for a, b in [(1, 2), (3, 4), (5, 6), (7, 1), (2, 9), (8, 8), (4, 3), (6, 0), (9, 5), (3, 3)]]
+# Words of the tiny llama's vocabulary, so every prompt tokenizes without <unk>; no item has two equal options
+# (an exact tie between them would go whichever way rounding tips it).
+ITEMS = [(a, b) for a, b in [(1, 2), (3, 4), (5, 6), (7, 1), (2, 9), (8, 8), (4, 3), (6, 1), (9, 5), (3, 3)]]
 
 
 @pytest.fixture
@@ -28,10 +31,15 @@ def served(team, settings, tiny_variant, tmp_path):
     settings.ARENA_MODEL_ROOTS = [root]
     paths = [tiny_variant(root / f"m{i}", seed=i) for i in range(2)]
     for i, path in enumerate(paths):
-        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path)})
-    register_blend(team, name="pool", strategy="logprob_pool", params={"pool": "linear"}, members=["m0", "m1"])
+        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path), "prices": PRICES})
+    register_blend(team, name="pool", strategy="logprob_pool", params={"pool": "log_linear"}, members=["m0", "m1"])
+    register_blend(team, name="linear", strategy="logprob_pool", params={"pool": "linear"}, members=["m0", "m1"])
     register_blend(team, name="vote", strategy="majority_vote", params={}, members=["m0", "m1"])
     return ApiToken.issue(team, "serve")[1], paths
+
+
+# US dollars per million tokens, as a provider quotes them.
+PRICES = {"input_per_million": 1.5, "output_per_million": 4.0}
 
 
 def local(path: Path):
@@ -55,7 +63,12 @@ def test_echo_with_max_tokens_0_gives_each_prompt_tokens_log_probability(live_se
     assert lp["text_offset"] == [0, 4, 6, 7, 8, 9, 10]
     [expected] = backend.loglikelihood([(context, continuation)])
     assert lp["token_logprobs"][-1] == pytest.approx(expected, abs=1e-4)
-    assert data["usage"] == {"prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}
+    assert data["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 0,
+        "total_tokens": 7,
+        "cost": pytest.approx(7 * 1.5 / 1e6),
+    }
     assert choice["text"] == backend.tokenizer.decode(ids)  # the prompt echoed as the tokenizer decodes it
 
 
@@ -77,11 +90,32 @@ def test_text_prompts_generate_n_choices_with_finish_reason_and_logprobs(live_se
         assert choice["finish_reason"] in ("stop", "length")
         assert len(choice["logprobs"]["tokens"]) == len(choice["logprobs"]["token_logprobs"]) <= 3
     assert data["usage"]["prompt_tokens"] == 12  # six tokens each, counted once per prompt however many n
+    assert data["usage"]["cost"] == pytest.approx((12 * 1.5 + data["usage"]["completion_tokens"] * 4.0) / 1e6)
+    assert data["arena"]["cost"]["calls"] == 2 and data["arena"]["cost"]["new_calls"] == 2
+
+    # The same completions again come from the generations cache, and stream as vLLM streams them.
+    count = Generation.objects.count()
+    assert count == 2
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=token, max_retries=0)
+    stream = client.completions.create(**body, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert {chunk.object for chunk in chunks} == {"text_completion"}
+    texts = ["", "", "", ""]
+    finished = {}
+    for chunk in chunks[:-1]:
+        [choice] = chunk.choices
+        texts[choice.index] += choice.text
+        if choice.finish_reason:
+            finished[choice.index] = choice.finish_reason
+    assert texts == [choice["text"] for choice in data["choices"]]
+    assert finished == {choice["index"]: choice["finish_reason"] for choice in data["choices"]}
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == data["usage"]["total_tokens"]
+    assert chunks[-1].usage.cost == pytest.approx(data["usage"]["cost"])
+    assert chunks[-1].arena["cost"]["new_calls"] == 0
+    assert Generation.objects.count() == count
 
 
-def test_a_probability_pool_blend_scores_tokens_by_averaging_member_probabilities(live_server, served):
-    import math
-
+def test_a_probability_pool_blend_scores_tokens_by_the_members_mean_log_probability(live_server, served):
     token, paths = served
     ids = [6, 7, 12 + 3, 8, 12 + 4, 10]
     body = {"model": "pool", "prompt": ids, "max_tokens": 0, "echo": True, "logprobs": 0}
@@ -92,7 +126,7 @@ def test_a_probability_pool_blend_scores_tokens_by_averaging_member_probabilitie
     for path in paths:
         backend = local(path)
         members.append([token_score.logprob for token_score in backend.score_tokens([ids], [0])[0]])
-    expected = [math.log((math.exp(a) + math.exp(b)) / 2) for a, b in zip(*members, strict=True)]
+    expected = [(a + b) / 2 for a, b in zip(*members, strict=True)]
     assert pooled[0] is None
     assert pooled[1:] == pytest.approx(expected, abs=1e-4)
 
@@ -105,7 +139,7 @@ def test_a_probability_pool_blend_scores_tokens_by_averaging_member_probabilitie
         ("pool", {"max_tokens": 1, "echo": True, "logprobs": 1}, "temperature"),
         ("pool", {"echo": True, "max_tokens": 0, "n": 2}, "n"),
         ("vote", {"echo": True, "max_tokens": 0}, "echo"),
-        ("m0", {"stream": True}, "stream"),
+        ("linear", {"echo": True, "max_tokens": 0, "logprobs": 0}, "logprobs"),
         ("m0", {"prompt": [5, 99999]}, "prompt"),
         ("m0", {"prompt": []}, "prompt"),
         ("m0", {"prompt": ""}, "prompt"),
@@ -237,31 +271,30 @@ def test_lm_eval_local_completions_picks_what_the_arena_picks_item_for_item(live
 
 
 @pytest.mark.slow
-def test_lm_eval_scores_a_probability_pool_blend_by_its_pooled_token_probabilities(live_server, served, tmp_path):
-    import math
+def test_lm_eval_picks_what_the_boards_probability_pool_picks_item_for_item(live_server, served, tmp_path):
+    from ensembles.strategies import MemberAnswer, make_strategy
 
     token, paths = served
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     data = write_task(tasks)
-    theirs, lm_eval_acc = run_lm_eval(live_server.url, token, "pool", paths[0], tasks, tmp_path / "out")
+    theirs, _ = run_lm_eval(live_server.url, token, "pool", paths[0], tasks, tmp_path / "out")
 
+    # The board's pool over the members' option log-likelihoods, as a run's combine step reads them.
     members = [local(path) for path in paths]
+    board = make_strategy("logprob_pool", {"pool": "log_linear"})
     docs = [json.loads(line) for line in data.read_text().splitlines()]
     for doc_id, doc in enumerate(docs):
-        context = members[0].encode(f"Question: What is {doc['a']} + {doc['b']} ? Answer:")
-        expected = []
-        for choice in doc["choices"]:
-            ids = context + members[0].encode(" " + choice)
-            per_member = [member.score_tokens([ids], [len(context)])[0] for member in members]
-            expected.append(
-                sum(
-                    math.log(sum(math.exp(member_tokens[position].logprob) for member_tokens in per_member) / 2)
-                    for position in range(len(ids) - len(context))
-                )
-            )
+        context = f"Question: What is {doc['a']} + {doc['b']} ? Answer:"
+        per_member = [m.loglikelihood([(context, " " + choice) for choice in doc["choices"]]) for m in members]
+        letters = "ABCD"
+        answers = [
+            MemberAnswer(member=f"m{i}", answer="", option_logprobs=dict(zip(letters, lls, strict=True)))
+            for i, lls in enumerate(per_member)
+        ]
+        expected = [sum(lls) / len(lls) for lls in zip(*per_member, strict=True)]
         assert theirs[doc_id] == pytest.approx(expected, abs=1e-3), doc_id
-    print(f"\npool: lm-eval acc {lm_eval_acc:.2f}")
+        assert letters[pick(theirs[doc_id])] == board.combine(answers).answer, doc_id
 
 
 def test_a_pool_blend_answers_a_log_likelihood_request_as_lm_eval_sends_it(live_server, served):
@@ -278,3 +311,21 @@ def test_a_pool_blend_answers_a_log_likelihood_request_as_lm_eval_sends_it(live_
     assert all(
         max(top.values()) >= tlp for top, tlp in zip(lp["top_logprobs"][1:], lp["token_logprobs"][1:], strict=True)
     )
+
+
+@pytest.mark.parametrize(
+    "prices", [{"input_per_million": -1, "output_per_million": 1}, {"input_per_million": 1}, "cheap"]
+)
+def test_prices_that_are_not_prices_are_a_422_at_registration_and_store_nothing(
+    api, settings, tiny_variant, tmp_path, prices
+):
+    from arena.registry.models import Entry
+
+    settings.ARENA_MODEL_ROOTS = [tmp_path]
+    path = tiny_variant(tmp_path / "priced", seed=5)
+    response = api(
+        "post", "/entries", {"name": "priced", "kind": "hf", "config": {"path": str(path), "prices": prices}}
+    )
+    assert response.status_code == 422, response.content
+    assert "prices" in response.json()["detail"]["config"][0]
+    assert not Entry.objects.filter(name="priced").exists()

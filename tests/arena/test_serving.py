@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import openai
 import pytest
 from transformers import AutoTokenizer
 
-from arena.evaluations.models import Generation
+from arena.evaluations.models import Generation, Score, State
+from arena.evaluations.services import create_run
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken
 from ensembles.backends import BackendError, BackendOptions, DecodingParams, make_backend, transcript
-from tests.helpers import json_request
+from ensembles.suites import Suite as LibSuite
+from ensembles.suites import get_builtin
+from tests.factories import SuiteFactory
+from tests.helpers import finished, json_request, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,7 +34,7 @@ def served(team, settings, tiny_variant, tmp_path):
     settings.ARENA_MODEL_ROOTS = [root]
     paths = [tiny_variant(root / f"m{i}", seed=i) for i in range(3)]
     for i, path in enumerate(paths):
-        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path)})
+        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path), "prices": PRICES})
     chat = tiny_variant(root / "chat", seed=7)
     config = json.loads((chat / "tokenizer_config.json").read_text())
     config["chat_template"] = CHAT_TEMPLATE
@@ -36,6 +44,10 @@ def served(team, settings, tiny_variant, tmp_path):
     register_blend(team, name="learned", strategy="stacking", params={}, members=["m0", "m1"])
     register_blend(team, name="fused", strategy="gen_fuser", params={"fuser": "m2"}, members=["m0", "m1"])
     return ApiToken.issue(team, "serve")[1], [*paths, chat]
+
+
+# US dollars per million tokens, as a provider quotes them.
+PRICES = {"input_per_million": 0.5, "output_per_million": 2.0}
 
 
 # Each turn as "<role> <content>", then the answer cue: a template the word-level tokenizer can count.
@@ -76,9 +88,23 @@ def test_a_blend_is_served_like_one_model_and_says_how_it_decided(live_server, s
         token,
     )
     assert status == 200
-    assert body["arena"]["blend"]["members"] == ["m0", "m1", "m2"]
-    assert sum(body["arena"]["blend"]["votes"].values()) == 3
+    how = body["arena"]["blend"]
+    assert how["members"] == ["m0", "m1", "m2"]
+    assert sum(how["votes"].values()) == 3
     assert body["choices"][0]["message"]["role"] == "assistant"
+    # What each member said and cost, and what the whole answer cost: the members' prices, added up.
+    said = {answer["member"]: answer for answer in how["answers"]}
+    assert list(said) == ["m0", "m1", "m2"] and all(not answer["cached"] for answer in said.values())
+    for answer in said.values():
+        used = answer["usage"]
+        assert used["cost"] == pytest.approx((used["prompt_tokens"] * 0.5 + used["completion_tokens"] * 2.0) / 1e6)
+    assert body["usage"]["cost"] == pytest.approx(sum(answer["usage"]["cost"] for answer in said.values()))
+    assert body["usage"]["cost"] > 0
+    assert body["usage"]["total_tokens"] == sum(answer["usage"]["total_tokens"] for answer in said.values())
+    assert body["arena"]["cost"] == how["cost"]
+    assert how["cost"]["calls"] == how["cost"]["new_calls"] == 3
+    assert how["cost"]["tokens"] == body["usage"]["total_tokens"]
+    assert how["answer"] in {answer["answer"] for answer in said.values()} | {""}
 
 
 def test_a_fuser_blend_calls_its_fuser_model_and_caches_the_call(live_server, served):
@@ -330,3 +356,110 @@ def test_the_async_sdk_chats_and_reads_models_alongside(live_server, served):
     assert single.model == "m0" and single.choices[0].finish_reason in ("stop", "length")
     assert len(templated.choices[0].logprobs.content) == templated.usage.completion_tokens
     assert card.id == "m1"
+
+
+# --- A blend means at /v1 what it means on the board ----------------------------------------------------
+
+
+def tie_suite(path: Path) -> LibSuite:
+    """Arithmetic items whose dev references are what the model at ``path`` answers: it is right on dev,
+    so a blend's ties go its way wherever member order breaks them."""
+    base = get_builtin("arithmetic", size=16)
+    decoding = DecodingParams(max_new_tokens=base.manifest.max_new_tokens, stop=tuple(base.manifest.stop))
+    dev = [item for item in base.items if item.split == "dev"]
+    said = make_backend("hf", {"path": str(path)}, options=BackendOptions(device="cpu")).generate(
+        [base.render_prompt(item) for item in dev], decoding
+    )
+    right = {item.id: base.extract(gen.text) or "0" for item, gen in zip(dev, said, strict=True)}
+    items = [item.model_copy(update={"reference": right.get(item.id, item.reference)}) for item in base.items]
+    return LibSuite(base.manifest.model_copy(update={"name": "ties"}), items)
+
+
+def lm_eval_chat(url: str, token: str, model: str, suite: LibSuite, directory: Path) -> dict[str, str]:
+    """lm-eval's local-chat-completions model generating each item's answer: its text by item id."""
+    data = directory / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": i.id, "prompt": suite.render_prompt(i)}) + "\n" for i in suite.items))
+    (directory / "arena_items.yaml").write_text(
+        "task: arena_items\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: generate_until\n"
+        'doc_to_text: "{{prompt}}"\n'
+        'doc_to_target: ""\n'
+        "generation_kwargs:\n"
+        f"  until: {json.dumps(suite.manifest.stop)}\n"
+        f"  max_gen_toks: {suite.manifest.max_new_tokens}\n"
+        "  do_sample: false\n"
+        "  temperature: 0\n"
+        "metric_list:\n  - metric: exact_match\n"
+    )
+    out = directory / "out"
+    offline = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(directory / "hf")}
+    command = [
+        str(Path(sys.executable).with_name("lm_eval")),
+        "--model",
+        "local-chat-completions",
+        "--model_args",
+        f"model={model},base_url={url}/v1/chat/completions,max_retries=1",
+        "--apply_chat_template",
+        "--tasks",
+        "arena_items",
+        "--include_path",
+        str(directory),
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
+    env = {**os.environ, "OPENAI_API_KEY": token, **offline}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [samples] = list(out.rglob("samples_arena_items_*.jsonl"))
+    return {s["doc"]["id"]: s["resps"][0][0] for s in map(json.loads, samples.read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_a_vote_blend_answers_at_v1_what_the_board_stored_ties_included_and_lm_eval_agrees(
+    worker, live_server, served, team, owner, tmp_path
+):
+    token, paths = served
+    library = tie_suite(paths[1])
+    suite = SuiteFactory(team=team, library=library)
+    # m0 first: member order would give it every tie; m1's better dev score gives them to m1 instead.
+    pair = register_blend(team, name="pair", strategy="majority_vote", params={}, members=["m0", "m1"])
+    run = create_run(team, suite, [pair], splits=["dev", "test"], user=owner)
+    run = wait_for(lambda: finished(run.pk), timeout=300, what="the run to finish")
+    assert run.state == State.DONE, run.error
+    stored = {
+        (s.entry.name, s.item.key): s.prediction for s in Score.objects.filter(run=run).select_related("entry", "item")
+    }
+    url = f"{live_server.url}/v1/chat/completions"
+    ties = []
+    for item in library.items:
+        ask = {
+            "model": "pair",
+            "messages": [{"role": "user", "content": library.render_prompt(item)}],
+            "max_tokens": library.manifest.max_new_tokens,
+            "stop": library.manifest.stop,
+        }
+        status, body = json_request(url, ask, token)
+        assert status == 200, body
+        how = body["arena"]["blend"]
+        assert how["read_as"]["run"] == run.pk and how["read_as"]["extraction"] == "number"
+        assert how["answer"] == stored[("pair", item.id)], item.id
+        said = {answer["member"]: answer["answer"] for answer in how["answers"]}
+        assert said == {"m0": stored[("m0", item.id)], "m1": stored[("m1", item.id)]}, item.id
+        # The run's answers are all cached: serving them again costs no model call.
+        assert how["cost"]["calls"] == 2 and how["cost"]["new_calls"] == 0
+        if said["m0"] and said["m1"] and said["m0"] != said["m1"]:
+            ties.append(item.id)
+            assert how["answer"] == said["m1"], item.id
+    weights = how["read_as"]["dev_weights"]
+    assert weights["m1"] > weights["m0"]
+    assert ties, "the members never disagreed, so no tie was decided"
+
+    # lm-eval's chat-completions client, on the same items against m1, gets the answers the run stored.
+    texts = lm_eval_chat(live_server.url, token, "m1", library, tmp_path)
+    assert sorted(texts) == sorted(item.id for item in library.items)
+    for item in library.items:
+        assert library.extract(texts[item.id]) == stored[("m1", item.id)], item.id

@@ -22,6 +22,8 @@ from tests.helpers import ROOT, database_url, free_port, wait_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 QUESTION = [{"role": "user", "content": "What is 1 + 2 ?"}]
+# US dollars per million tokens, as a provider quotes them.
+PRICES = {"input_per_million": 0.5, "output_per_million": 2.0}
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def served(team, settings, tiny_variant, tmp_path):
     settings.ARENA_MODEL_ROOTS = [root]
     for i in range(3):
         path = tiny_variant(root / f"m{i}", seed=i)
-        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path)})
+        register_model(team, name=f"m{i}", kind="hf", config={"path": str(path), "prices": PRICES})
     register_blend(team, name="vote", strategy="majority_vote", params={}, members=["m0", "m1", "m2"])
     register_blend(team, name="learned", strategy="stacking", params={}, members=["m0", "m1"])
     return ApiToken.issue(team, "stream")[1]
@@ -76,6 +78,35 @@ def test_include_usage_adds_a_last_chunk_with_the_usage_and_no_choices(client):
     whole = client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=6)
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
     assert chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage.cost == whole.usage.cost > 0  # the cost rides on the usage chunk too
+    assert chunks[-1].arena["cost"]["calls"] == 1
+
+
+def test_litellm_records_a_non_zero_cost_for_a_streamed_blend_answer(live_server, served, client, monkeypatch):
+    # The price list litellm ships with, not one fetched at import.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    stream = litellm.completion(
+        model="openai/vote",
+        api_base=f"{live_server.url}/v1",
+        api_key=served,
+        messages=QUESTION,
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    built = litellm.stream_chunk_builder(list(stream), messages=QUESTION)
+    per_token = {
+        "input_cost_per_token": PRICES["input_per_million"] / 1e6,
+        "output_cost_per_token": PRICES["output_per_million"] / 1e6,
+    }
+    cost = litellm.completion_cost(completion_response=built, custom_cost_per_token=per_token)
+    assert cost > 0
+    # What the arena says the same answer cost: every member at the same prices, so the same figure.
+    whole = client.chat.completions.create(model="vote", messages=QUESTION, max_tokens=4)
+    assert built.usage.total_tokens == whole.usage.total_tokens
+    assert cost == pytest.approx(whole.usage.cost)
 
 
 def test_the_async_client_streams_the_same_answer(live_server, served, client):

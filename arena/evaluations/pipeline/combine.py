@@ -15,7 +15,7 @@ from django.utils import timezone
 from arena.benchmarks.models import SuiteItem
 from arena.benchmarks.services import library_item, library_suite
 from arena.evaluations import events
-from arena.evaluations.blends import build_strategy, fit_on_dev, member_answer
+from arena.evaluations.blends import build_strategy, dev_weights, fit_on_dev, in_tie_order, member_answer
 from arena.evaluations.calls import ArenaCaller
 from arena.evaluations.models import EntryState, Run, RunEntry, Score
 from arena.evaluations.pipeline.generate import decoding_for
@@ -109,9 +109,12 @@ def _combine(run: Run, blend: Entry) -> None:
         grid[s.item_id][s.entry_id] = s
         items[s.item_id] = s.item
 
+    # Where member order breaks ties, the member with the better dev score breaks them, as /v1 does.
+    weights = dev_weights(run.pk, members) if "dev" in run.splits else {}
+
     def answers(item_id: int) -> list[MemberAnswer]:
         row = grid[item_id]
-        return [member_answer(m, row[m.pk]) for m in members if m.pk in row]
+        return in_tie_order(blend.strategy, [member_answer(m, row[m.pk]) for m in members if m.pk in row], weights)
 
     def question(item: SuiteItem) -> str:
         # A model asked to fuse or refine answers must see the options they refer to.

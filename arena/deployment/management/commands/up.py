@@ -83,6 +83,10 @@ class Command(BaseCommand):
         logs.mkdir(exist_ok=True)
         # PORT tells the worker which port is the arena's own, which no endpoint member may call.
         env = dict(os.environ, ARENA_DATA_DIR=str(data), PYTHONUNBUFFERED="1", PORT=str(options["port"]))
+        # The worker started below serves /v1: concurrent requests for a model go in one batch, and
+        # each of its processes, sharing the cores, may generate one.
+        env.setdefault("ARENA_SERVE_ON_WORKER", "1")
+        env.setdefault("ARENA_SERVE_PARALLEL", str(max(1, options["concurrency"])))
         if "REDIS_URL" not in os.environ:
             env["REDIS_URL"] = self._start_redis(env, data)
         python = sys.executable
