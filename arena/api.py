@@ -15,12 +15,15 @@ from ninja.security import HttpBearer
 
 from arena.alerts.api import router as alerts_router
 from arena.benchmarks.api import router as benchmarks_router
+from arena.core.lifecycle import Refused
 from arena.core.middleware import unstorable_reason
 from arena.evaluations.api import router as evaluations_router
 from arena.leaderboard.api import router as leaderboard_router
 from arena.registry.api import router as registry_router
 from arena.schedules.api import router as schedules_router
 from arena.search.api import router as search_router
+from arena.serving import openapi as serving_openapi
+from arena.serving.api import router as serving_router
 from arena.teams.models import ApiToken
 from arena.teams.services import TokenRefused, authenticate_request
 from ensembles.errors import SuiteError
@@ -38,7 +41,20 @@ class TokenAuth(HttpBearer):
         return authenticate_request(request)
 
 
-api = NinjaAPI(title="Ensemble Arena", version="1", auth=TokenAuth(), urls_namespace="api")
+class ArenaAPI(NinjaAPI):
+    """The API whose document also describes /v1, the OpenAI-compatible endpoint beside it, so that one
+    docs page (/api/v1/docs) covers every operation a team token opens."""
+
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        security = [{name: []} for name in schema["components"].get("securitySchemes", {})]
+        paths, components = serving_openapi.document(security)
+        schema["paths"].update(paths)
+        schema["components"].setdefault("schemas", {}).update(components)
+        return schema
+
+
+api = ArenaAPI(title="Ensemble Arena", version="1", auth=TokenAuth(), urls_namespace="api")
 # Entries, blends and merges' materialization.
 api.add_router("/", registry_router)
 # Suites: listing, built-in ones, uploads.
@@ -53,6 +69,8 @@ api.add_router("/", schedules_router)
 api.add_router("/", alerts_router)
 # Blend searches over a finished run.
 api.add_router("/", search_router)
+# Shadow comparison of served entries.
+api.add_router("/", serving_router)
 
 
 @api.exception_handler(ValidationError)
@@ -67,6 +85,12 @@ def token_refused(request, exc: TokenRefused):
     for name, value in exc.headers.items():
         response[name] = value
     return response
+
+
+@api.exception_handler(Refused)
+def refused(request, exc: Refused):
+    # An archive or deletion that cannot be done now (in use, unfinished): the message says what to do.
+    return api.create_response(request, {"detail": str(exc)}, status=409)
 
 
 @api.exception_handler(Http404)

@@ -17,6 +17,7 @@ urlpatterns = [
     path("teams/new/", teams.new_team, name="new_team"),
     path("invite/<str:token>/", teams.accept_invite, name="accept_invite"),
     path("t/<slug:team>/admin/", teams.team_admin, name="team_admin"),
+    path("t/<slug:team>/delete/", teams.delete_team, name="delete_team"),
     path("", include("arena.leaderboard.urls")),
     path("", include("arena.benchmarks.urls")),
     path("", include("arena.evaluations.urls")),

@@ -372,7 +372,11 @@ def report(snapshot: dict, *, fail_on_regression: bool, as_json: bool) -> None:
     ]
     if snapshot["state"] in ("failed", "partial"):
         failed = [f"{e['entry']}: {e['error']}" for e in snapshot["entries"] if e["state"] == "failed"]
-        how = "failed" if snapshot["state"] == "failed" else "finished with errors (retry the failed entries from its page)"
+        how = (
+            "failed"
+            if snapshot["state"] == "failed"
+            else "finished with errors (retry the failed entries from its page)"
+        )
         message = f"run {snapshot['id']} {how}: " + ("; ".join(failed) or snapshot["error"] or "see its page")
         raise CliError("\n".join([message, *lines]), Exit.RUN_FAILED, snapshot["error"])
     if regressed and fail_on_regression:

@@ -9,18 +9,20 @@ COMPLETION = b'{"choices": [{"message": {"content": "4"}}]}'
 
 
 class LoopbackServer:
-    """A loopback HTTP server answering each POST with (status, body, headers), recording the path and Host
-    header of each request that reached it."""
+    """A loopback HTTP server answering each POST with (status, body, headers), recording the path, Host
+    header and body of each request that reached it."""
 
     def __init__(self, status: int = 200, body: bytes = COMPLETION, headers: dict[str, str] | None = None):
         self.status, self.body, self.headers = status, body, headers or {}
         self.received: list[dict] = []
+        self.bodies: list[bytes] = []  # each request's body, in the order of received
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server hook
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.received.append({"path": self.path, "host": self.headers.get("Host")})
+                outer.bodies.append(body)
                 self.send_response(outer.status)
                 for name, value in {"Content-Type": "application/json", **outer.headers}.items():
                     self.send_header(name, value)

@@ -5,12 +5,15 @@ Suites are listed within the token's team; an upload imports whole or not at all
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.http import Http404
 from ninja import Field, Router, Schema
 
+from arena.benchmarks import lifecycle
 from arena.benchmarks.models import Suite
 from arena.benchmarks.services import UploadedText, import_suite, upload_suite
 from arena.teams.access import require_role
@@ -33,6 +36,7 @@ class SuiteOut(Schema):
     content_hash: str
     task_type: str
     items: int
+    archived_at: datetime | None = None
 
 
 class BuiltinSuiteIn(Schema):
@@ -85,6 +89,7 @@ def _suite_out(s: Suite, items: int | None = None) -> dict:
         "content_hash": s.content_hash,
         "task_type": s.task_type,
         "items": s.items.count() if items is None else items,
+        "archived_at": s.archived_at,
     }
 
 
@@ -109,3 +114,35 @@ def upload(request, body: SuiteUploadIn):
     options = body.dict(include={"name", "seed", "columns", "metric", "prompt_template", "answer_extraction"})
     suite, created = upload_suite(request.auth.team, body.format, files, options)
     return (201 if created else 200), _suite_out(suite)
+
+
+def _suite(request, suite_id: int) -> Suite:
+    suite = Suite.objects.filter(team=request.auth.team, pk=suite_id).first()
+    if suite is None:
+        raise Http404("not found")
+    return suite
+
+
+@router.post("/suites/{suite_id}/archive", response=SuiteOut)
+def archive_suite(request, suite_id: int):
+    """Take a suite version off the boards and the run pickers; its runs keep their results."""
+    require_role(request, Role.MEMBER)
+    suite = _suite(request, suite_id)
+    lifecycle.archive(suite)
+    return _suite_out(suite)
+
+
+@router.post("/suites/{suite_id}/unarchive", response=SuiteOut)
+def unarchive_suite(request, suite_id: int):
+    require_role(request, Role.MEMBER)
+    suite = _suite(request, suite_id)
+    lifecycle.unarchive(suite)
+    return _suite_out(suite)
+
+
+@router.delete("/suites/{suite_id}", response=dict[str, Any])
+def delete_suite(request, suite_id: int):
+    """Delete a suite version with its items and runs; 409 while a run on it has not finished.
+    Answers what went with it."""
+    require_role(request, Role.MEMBER)
+    return {"deleted": lifecycle.delete(_suite(request, suite_id)).as_dict()}

@@ -16,6 +16,8 @@ class Suite(models.Model):
     description = models.TextField(blank=True)
     manifest = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Archived: off the boards and the run pickers; old runs still show it. Empty: active.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -11,11 +11,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from arena.benchmarks import lifecycle
 from arena.benchmarks.models import Suite
 from arena.benchmarks.services import UploadedText, decode_upload, import_suite, upload_suite
 from arena.core.forms import errors
+from arena.core.lifecycle import confirm_delete
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role
 from ensembles.errors import EnsembleError, SuiteError
@@ -141,7 +144,8 @@ def _item_row(item) -> dict:
 
 @login_required
 def suite_detail(request, team: str, suite_id: int):
-    t = team_for(request.user, team)
+    membership = membership_for(request.user, team)
+    t = membership.team
     suite = get_owned(_with_counts(Suite.objects.all()), t, pk=suite_id)
     items = list(suite.items.order_by("position")[:ITEMS_SHOWN])
     versions = Suite.objects.filter(team=t, name=suite.name).exclude(pk=suite.pk)
@@ -151,9 +155,37 @@ def suite_detail(request, team: str, suite_id: int):
         {
             "team": t,
             "suite": suite,
+            "can_edit": membership.allows(Role.MEMBER),
             "manifest_json": json.dumps(suite.manifest, indent=2, ensure_ascii=False),
             "items": [_item_row(i) for i in items],
             "more": suite.n_items - len(items),
             "versions": versions,
         },
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def archive_suite(request, team: str, suite_id: int, archived: bool):
+    """Archive a suite version (off the boards and the pickers, its runs kept), or bring it back."""
+    t = team_for(request.user, team, Role.MEMBER)
+    suite = get_owned(Suite.objects.all(), t, pk=suite_id)
+    if (lifecycle.archive if archived else lifecycle.unarchive)(suite):
+        messages.success(request, f"{'Archived' if archived else 'Unarchived'} {suite.name} v{suite.version}.")
+    return redirect("suite", team=t.slug, suite_id=suite.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_suite(request, team: str, suite_id: int):
+    """What deleting a suite version takes with it (its items and runs); deleting it once confirmed."""
+    t = team_for(request.user, team, Role.MEMBER)
+    suite = get_owned(Suite.objects.all(), t, pk=suite_id)
+    return confirm_delete(
+        request,
+        team=t,
+        account_of=lambda: lifecycle.account(suite),
+        delete=lambda: lifecycle.delete(suite),
+        back=reverse("suite", args=[t.slug, suite.pk]),
+        done=reverse("suites", args=[t.slug]),
     )

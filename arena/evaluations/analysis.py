@@ -17,6 +17,7 @@ from ensembles import copula
 # Where the run's analyse step keeps the curve in Run.results.
 SIZE_CURVE = "size_curve"
 
+
 def size_curve(run: Run) -> dict | None:
     """Majority vote over the best n single models (n = 1..N) measured on each split of the run, next to
     what the Gaussian-copula model of their correlated errors predicts (ensembles.copula) and the level
@@ -55,12 +56,14 @@ def size_curve(run: Run) -> dict | None:
     order = sorted(names, key=lambda e: (-accuracy[e], names[e]))
     fit = copula.fit_copula([[grid[fit_split][i][e][1] for i in fit_items] for e in order])
     predicted = copula.predicted_vote_accuracy(fit.accuracy, fit.correlation, seed=run.pk)
-    measured, items = {}, {}
+    measured, oracle, items = {}, {}, {}
     for split in sorted(run.splits, key=lambda s: s != fit_split):
         if rows := complete(split):
             answers = [[grid[split][i][e][0] for i in rows] for e in order]
             values = [[grid[split][i][e][1] for i in rows] for e in order]
             measured[split] = [round(x, 4) for x in copula.vote_curve(answers, values)]
+            # The ceiling of any blend of the best n: an item counts when at least one of them is right.
+            oracle[split] = [round(float(x), 4) for x in np.maximum.accumulate(values, axis=0).mean(axis=1)]
             items[split] = len(rows)
     asymptote = copula.vote_asymptote(fit.mean_accuracy, fit.mean_correlation)
     curve = {
@@ -74,9 +77,11 @@ def size_curve(run: Run) -> dict | None:
         "predicted": [round(float(x), 4) for x in predicted],
         "asymptote": None if np.isnan(asymptote) else round(asymptote, 4),
         "measured": measured,
+        "oracle": oracle,
         "items": items,
     }
     report = run.report_split if run.report_split in measured else fit_split
+    curve["report_split"] = report
     curve["reading"] = _size_reading(curve, report)
     return curve
 

@@ -104,25 +104,51 @@ def selection_gain(curve: dict) -> dict:
 
 
 def size_gain(curve: dict | None) -> dict | None:
-    """Majority vote of the best n members as n grows: measured per split, the copula model's
-    prediction (dashed) and the level it says the vote converges to (dotted)."""
+    """Majority vote of the best n members as n grows, measured per split, between the two lines that
+    say whether it pays: the best member alone (what a blend must beat) and the oracle, any of the n
+    members right (what no blend of them can beat); the copula model's prediction (dashed) and the
+    level it says the vote converges to (dotted)."""
     if not curve:
         return None
     sizes = curve["sizes"]
     fit = curve["fit_split"]
+    report = curve.get("report_split") or fit
     fig = go.Figure()
+    if curve.get("oracle", {}).get(report):
+        fig.add_trace(
+            go.Scatter(
+                name=f"oracle (any member right), {report}",
+                x=sizes,
+                y=curve["oracle"][report],
+                mode="lines+markers",
+                line={"color": "#8a8f98", "dash": "dot"},
+                marker={"symbol": "triangle-up"},
+                hovertemplate=f"best %{{x}}, any of them right on {report}: %{{y:.3f}}<extra>oracle</extra>",
+            )
+        )
     for split, accuracy in curve["measured"].items():
         fig.add_trace(
             go.Scatter(
-                name=f"measured, {split} ({curve['items'][split]} items)",
+                name=f"majority vote of the best n, {split} ({curve['items'][split]} items)",
                 x=sizes,
                 y=accuracy,
                 mode="lines+markers",
                 # Paler where the model was fitted: the other split is the out-of-sample check.
                 line={"color": "#9aa9e6" if split == fit and len(curve["measured"]) > 1 else SINGLE},
-                hovertemplate=f"best %{{x}}, {split}: %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"vote of the best %{{x}}, {split}: %{{y:.3f}}<extra></extra>",
             )
         )
+    alone = curve["measured"][report][0]
+    fig.add_trace(
+        go.Scatter(
+            name=f"best member alone ({curve['members'][0]}), {report}",
+            x=[sizes[0], sizes[-1]],
+            y=[alone, alone],
+            mode="lines",
+            line={"color": "#3d424a", "width": 1.5},
+            hovertemplate=f"{curve['members'][0]} alone on {report}: {alone:.3f}<extra>best member</extra>",
+        )
+    )
     if curve["asymptote"] is not None:
         # Without an asymptote the copula had nothing to fit (every member always right or always
         # wrong), and a drawn prediction would only look like one.
@@ -150,12 +176,12 @@ def size_gain(curve: dict | None) -> dict | None:
     # No title: the card around the chart already asks the question.
     fig.update_layout(
         xaxis={
-            "title": {"text": f"members in the vote, best on {fit} first"},
+            "title": {"text": f"n: members in the vote, best on {fit} first"},
             "tickvals": sizes,
             "ticktext": [f"{k}: {m}" for k, m in zip(sizes, curve["members"], strict=True)],
         },
-        yaxis={"title": {"text": "accuracy of the majority vote"}, "range": [0, 1]},
-        height=360,
+        yaxis={"title": {"text": "accuracy (share of items right)"}, "range": [0, 1]},
+        height=380,
         legend={"orientation": "h", "y": -0.25},
     )
     return figure(fig)

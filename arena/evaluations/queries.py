@@ -24,6 +24,7 @@ ROW_FIELDS = (
     "entry__name",
     "entry__kind",
     "entry__strategy",
+    "entry__archived_at",
     "state",
     "error",
     "done_items",
@@ -56,6 +57,8 @@ def entry_row(v: dict, members: dict[int, list[str]]) -> dict:
         # What the kind filter shows: the strategy for blends, the kind otherwise (Entry.label).
         "kind": v["entry__strategy"] if is_blend else v["entry__kind"],
         "is_blend": is_blend,
+        # Off the boards, kept in the runs that evaluated it (arena/registry/lifecycle.py).
+        "archived": v["entry__archived_at"] is not None,
         "members": members.get(v["entry_id"], []) if is_blend else [],
         "state": v["state"],
         "error": v["error"],
@@ -230,14 +233,17 @@ def selection_curves(run: Run) -> list[dict]:
 
 # --- Does adding members pay? --------------------------------------------------------------
 
+
 # Where a finished run keeps its ensemble-size curve in Run.results (stored by the run's analyse step).
 def size_curve(run: Run) -> dict | None:
     """A finished run's ensemble-size curve (arena.evaluations.analysis.size_curve): the one stored with
     the run, which costs no query; for a run finished without one, computed now and not stored."""
     if not run.finished:
         return None
-    if analysis.SIZE_CURVE in run.results:
-        return run.results[analysis.SIZE_CURVE]
+    stored = run.results.get(analysis.SIZE_CURVE)
+    # A curve stored before curves kept their oracle is computed again, as one never stored is.
+    if stored and "oracle" in stored:
+        return stored
     return analysis.size_curve(run)
 
 

@@ -68,6 +68,12 @@ def create_run(
         raise ValidationError({"entries": "choose at least one entry"})
     if suite.team_id != team.id or any(e.team_id != team.id for e in entries):
         raise ValidationError({"entries": "entries and suite must belong to the team"})
+    # Archived: off the pickers, and off new runs however they are asked for (a blend's members may be).
+    archived = sorted(e.name for e in entries if e.archived_at)
+    if archived:
+        raise ValidationError({"entries": f"archived entries start no new run: {', '.join(archived)}; unarchive them"})
+    if suite.archived_at:
+        raise ValidationError({"suite": f"{suite.name} v{suite.version} is archived: unarchive it to run it"})
     if suite.task_type == "judge":
         _check_judged(team, entries, judge)
     elif judge is not None:
@@ -152,8 +158,10 @@ def retry_failed(run: Run) -> int:
         failed = list(RunEntry.objects.filter(run=run, state=EntryState.FAILED).select_related("entry"))
         if run.state not in (State.PARTIAL, State.FAILED) or not failed:
             raise ValidationError(
-                {"run": f"run #{run.pk} is {run.get_state_display().lower()}: only a finished run with failed "
-                 "entries has something to retry"}
+                {
+                    "run": f"run #{run.pk} is {run.get_state_display().lower()}: only a finished run with failed "
+                    "entries has something to retry"
+                }
             )
         results = {k: v for k, v in run.results.items() if k != analysis.SIZE_CURVE}
         # The claim: a second retry of the same run, or one racing it, finds it queued and does nothing.
@@ -227,8 +235,10 @@ def requeue_stale(stale_after_s: float | None = None) -> int:
         send("combine_blend", pk)
         n += 1
     # Entries scored whose run was not advanced after (its worker died in between): advance them here.
-    for pk in Run.objects.filter(state=State.RUNNING, run_entries__state=EntryState.SCORED).distinct().values_list(
-        "pk", flat=True
+    for pk in (
+        Run.objects.filter(state=State.RUNNING, run_entries__state=EntryState.SCORED)
+        .distinct()
+        .values_list("pk", flat=True)
     ):
         pipeline.advance(pk)
     if n:

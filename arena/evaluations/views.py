@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-import json
+from collections import defaultdict
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from arena.benchmarks.models import Suite, SuiteItem
 from arena.benchmarks.services import library_item, library_suite
 from arena.core.forms import SENT_FORM, errors, keep_sent
-from arena.evaluations import charts, queries, services, snapshots, tables
+from arena.core.lifecycle import confirm_delete
+from arena.evaluations import charts, exports, lifecycle, queries, services, snapshots, tables
+from arena.evaluations.decisions import explain
 from arena.evaluations.models import Run, Score, State
-from arena.registry.models import Entry
+from arena.registry.models import BlendMember, Entry
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role
+from ensembles.strategies import STRATEGIES
+
+# What the run page answers besides itself: its live push, and its results as JSON or CSV.
+RUN_FORMATS = ("html", "live", "json", "csv")
+
+
+def _unknown_format(fmt: str, known: tuple[str, ...]) -> JsonResponse:
+    return JsonResponse({"error": f"format: unknown format {fmt!r}; choose from {', '.join(known)}"}, status=400)
 
 
 @login_required
@@ -54,11 +65,16 @@ def run_detail(request, team: str, run_id: int):
     membership = membership_for(request.user, team)
     t = membership.team
     run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
-    if request.GET.get("format") == "live":
+    fmt = request.GET.get("format") or "html"
+    if fmt not in RUN_FORMATS:
+        return _unknown_format(fmt, RUN_FORMATS)
+    if fmt == "live":
         # What a live event brings the open page: fetched whenever its socket (re)opens.
         return snapshots.live_response(snapshots.run_push(run.pk))
     snapshot = snapshots.run_snapshot(run)
-    if request.GET.get("format") == "json":
+    if fmt == "csv":
+        return exports.run_csv(request, run, snapshot)
+    if fmt == "json":
         if run.finished:
             snapshot["diversity"] = queries.run_diversity(run)
             snapshot["size_curve"] = queries.size_curve(run)
@@ -91,6 +107,7 @@ def run_detail(request, team: str, run_id: int):
             "calibration_tables": queries.calibration_tables(run) if done else [],
             "size_curve": size_curve,
             "size_chart": charts.size_gain(size_curve),
+            "can_edit": membership.allows(Role.MEMBER),
             "can_retry": run.state in (State.PARTIAL, State.FAILED)
             and run.suite.task_type != "judge"
             and membership.allows(Role.MEMBER),
@@ -118,7 +135,12 @@ def retry_run(request, team: str, run_id: int):
 def run_items(request, team: str, run_id: int):
     """Item by item: which entry got which item right, each cell linking to its drill-down."""
     t = team_for(request.user, team)
-    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
+    run = get_owned(Run.objects.select_related("suite", "team"), t, pk=run_id)
+    fmt = request.GET.get("format") or "html"
+    if fmt in exports.FORMATS:
+        return exports.items_file(request, run, fmt)
+    if fmt != "html":
+        return _unknown_format(fmt, ("html", *exports.FORMATS))
     entries = [re.entry for re in run.run_entries.select_related("entry").order_by("entry__kind", "entry__name")]
     values = {
         (item_id, entry_id): value
@@ -139,7 +161,8 @@ def run_items(request, team: str, run_id: int):
 
 @login_required
 def item_detail(request, team: str, run_id: int, item_id: int):
-    """Why a blend won or lost one item: the prompt, every member's output, the votes, the reference."""
+    """Why a blend won or lost one item: the prompt, every member's output and score, the reference, and how
+    each blend decided, in sentences and tables (arena/evaluations/decisions.py)."""
     t = team_for(request.user, team)
     run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
     item = SuiteItem.objects.filter(suite=run.suite, pk=item_id).first()
@@ -151,11 +174,21 @@ def item_detail(request, team: str, run_id: int, item_id: int):
         .select_related("entry", "generation")
         .order_by("entry__kind", "entry__name")
     )
-    for s in scores:
-        # How a blend decided, one "key: value" line per top-level key (values as compact JSON).
-        s.how = "\n".join(
-            f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}" for k, v in (s.details or {}).items()
-        )
+    members: dict[int, list[str]] = defaultdict(list)
+    links = BlendMember.objects.filter(blend__in=[s.entry for s in scores if s.entry.is_blend])
+    for blend_id, name in links.order_by("blend_id", "position").values_list("blend_id", "member__name"):
+        members[blend_id].append(name)
+    given = {s.entry.name: (s.prediction, s.value) for s in scores}
+    decisions = [
+        {
+            "score": s,
+            "strategy": STRATEGIES.get(s.entry.strategy).pretty_name if s.entry.strategy in STRATEGIES else "",
+            # What the blend read: its own members' answers on the item, not every entry's in the run.
+            **explain(s.details, {m: given[m] for m in members[s.entry_id] if m in given}, s.prediction),
+        }
+        for s in scores
+        if s.entry.is_blend
+    ]
     return render(
         request,
         "evaluations/item.html",
@@ -167,5 +200,22 @@ def item_detail(request, team: str, run_id: int, item_id: int):
             "reference": suite.reference_answer(library_item(item)),
             "metric": suite.manifest.metric,
             "scores": scores,
+            "decisions": decisions,
         },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_run(request, team: str, run_id: int):
+    """What deleting a run takes with it; deleting it once confirmed (cancelled first while it works)."""
+    t = team_for(request.user, team, Role.MEMBER)
+    run = get_owned(Run.objects.select_related("suite"), t, pk=run_id)
+    return confirm_delete(
+        request,
+        team=t,
+        account_of=lambda: lifecycle.account(run),
+        delete=lambda: lifecycle.delete(run),
+        back=reverse("run", args=[t.slug, run.pk]),
+        done=reverse("dashboard", args=[t.slug]),
     )

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import plotly.graph_objects as go
 
-from arena.core.charts import BLEND, FRONTIER, LAYOUT, REGRESSED, SINGLE, figure
+from arena.core.charts import BLEND, FRONTIER, LAYOUT, REGRESSED, SINGLE, figure, score_range, symmetric_range
 from ensembles.stats import pareto_frontier
 
 # What "cost" means on the cost-quality chart: row key, axis title. Per item, so suites of
@@ -107,16 +107,20 @@ def cost_quality(rows: list[dict]) -> dict | None:
 
 
 def suite_heatmap(entries: list[dict], suites: list[str]) -> dict | None:
-    """Entries (rows, best first) × suites (columns): each cell the entry's latest score there."""
+    """Entries (rows, best first) × suites (columns): each cell the entry's latest score there, coloured on
+    a fixed range (arena.core.charts.score_range) rather than stretched between the extremes shown."""
     if not entries or not suites:
         return None
     z = [[e["scores"].get(s) for s in suites] for e in entries]
+    zmin, zmax = score_range(v for row in z for v in row)
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=suites,
             y=[e["entry"] for e in entries],
             colorscale="Viridis",
+            zmin=zmin,
+            zmax=zmax,
             text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
             texttemplate="%{text}",
             hovertemplate="%{y} on %{x}: %{z:.3f}<extra></extra>",
@@ -127,6 +131,40 @@ def suite_heatmap(entries: list[dict], suites: list[str]) -> dict | None:
     fig.update_layout(
         title={"text": "Score per suite", "x": 0},
         height=max(220, 100 + 28 * len(entries)),
+        yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
+        xaxis={"side": "top", "type": "category"},
+    )
+    return figure(fig)
+
+
+def lift_heatmap(entries: list[dict], suites: list[str]) -> dict | None:
+    """Blends (rows, in the table's order) × suites: each cell the blend's lift over its best member there,
+    on a diverging scale centred on 0 (the best member) with a range symmetric about it, so blue is a
+    gain, red a loss, and white no difference. None when no blend has a lift."""
+    blends = [e for e in entries if e.get("lifts")]
+    if not blends or not suites:
+        return None
+    z = [[e["lifts"].get(s) for s in suites] for e in blends]
+    half = symmetric_range(v for row in z for v in row)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=suites,
+            y=[e["entry"] for e in blends],
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-half,
+            zmax=half,
+            text=[["" if v is None else f"{v:+.2f}" for v in row] for row in z],
+            texttemplate="%{text}",
+            hovertemplate="%{y} on %{x}: %{z:+.3f} over its best member<extra></extra>",
+            colorbar={"title": {"text": "lift"}},
+            hoverongaps=False,
+        )
+    )
+    fig.update_layout(
+        title={"text": "Lift over the best member, per suite", "x": 0},
+        height=max(220, 100 + 28 * len(blends)),
         yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
         xaxis={"side": "top", "type": "category"},
     )
@@ -185,5 +223,7 @@ def score_history(points: list[dict]) -> dict | None:
     # Runs minutes apart (or one run) would get ticks milliseconds apart: widen the axis to hours.
     times = [datetime.fromisoformat(p["at"]) for p in points]
     if max(times) - min(times) < timedelta(hours=2):
-        fig.update_xaxes(range=[(min(times) - timedelta(hours=1)).isoformat(), (max(times) + timedelta(hours=1)).isoformat()])
+        fig.update_xaxes(
+            range=[(min(times) - timedelta(hours=1)).isoformat(), (max(times) + timedelta(hours=1)).isoformat()]
+        )
     return figure(fig)

@@ -27,7 +27,10 @@ from ensembles.strategies import STRATEGIES
 
 def board(team: Team, suite_name: str, version: str | None = None) -> dict:
     """The latest result of every entry the team evaluated on ``suite_name`` (any version, or only ``version``)."""
-    runs = Run.objects.filter(team=team, suite__name=suite_name).exclude(state=State.QUEUED)
+    # Archived entries and suite versions leave the boards; their runs still show them.
+    runs = Run.objects.filter(team=team, suite__name=suite_name, suite__archived_at__isnull=True).exclude(
+        state=State.QUEUED
+    )
     if version:
         runs = runs.filter(suite__version=version)
     # Each entry's newest result among this suite's runs, ranked by a window over those rows only: it
@@ -37,7 +40,7 @@ def board(team: Team, suite_name: str, version: str | None = None) -> dict:
         RowNumber(), partition_by=[F("entry_id")], order_by=[F("run__created_at").desc(), F("run_id").desc()]
     )
     rows = result_rows(
-        RunEntry.objects.filter(run__in=runs)
+        RunEntry.objects.filter(run__in=runs, entry__archived_at__isnull=True)
         .annotate(recency=newest_first)
         .filter(recency=1)
         .order_by()  # sorted below, by score
@@ -68,6 +71,7 @@ SORTS = {
     "entry": "entry",
     "kind": "kind",
     "score": "score",
+    "n": "n",
     "rank": "rank_upper_bound",
     "lift": "lift",
     "calls": "member_calls",
@@ -110,12 +114,18 @@ def across_suites(team: Team) -> dict:
         order_by=[F("run__created_at").desc(), F("run_id").desc()],
     )
     latest = list(
-        RunEntry.objects.filter(run__team=team, state=State.DONE, score__isnull=False)
+        RunEntry.objects.filter(
+            run__team=team,
+            state=State.DONE,
+            score__isnull=False,
+            entry__archived_at__isnull=True,
+            run__suite__archived_at__isnull=True,
+        )
         .exclude(run__suite__task_type="judge")
         .annotate(recency=newest_first)
         .filter(recency=1)
         .order_by()  # the model's default ordering would sort 10,000 rows by name for nothing
-        .values_list("entry_id", "run__suite__name", "score", "run_id")
+        .values_list("entry_id", "run__suite__name", "score", "run_id", "lift")
     )
     entries = {e.pk: e for e in Entry.objects.filter(pk__in={r[0] for r in latest}).only("name", "kind", "strategy")}
     by_suite: dict[str, list[tuple]] = defaultdict(list)
@@ -132,13 +142,23 @@ def across_suites(team: Team) -> dict:
         below = np.searchsorted(ordered, scores, side="left")
         ties = np.searchsorted(ordered, scores, side="right") - below - 1
         rates = (below + ties / 2) / (len(here) - 1) if len(here) > 1 else [None] * len(here)
-        for (entry_id, _, score, run_id), rate in zip(here, rates, strict=True):
+        for (entry_id, _, score, run_id, lift), rate in zip(here, rates, strict=True):
             e = entries[entry_id]
             row = rows.setdefault(
                 entry_id,
-                {"entry_id": e.pk, "entry": e.name, "kind": e.label, "is_blend": e.is_blend, "scores": {}, "runs": {}},
+                {
+                    "entry_id": e.pk,
+                    "entry": e.name,
+                    "kind": e.label,
+                    "is_blend": e.is_blend,
+                    "scores": {},
+                    "runs": {},
+                    "lifts": {},
+                },
             )
             row["scores"][suite], row["runs"][suite] = score, run_id
+            if lift is not None:  # a blend's paired difference with its best member on that run
+                row["lifts"][suite] = lift
             if rate is not None:
                 wins[entry_id].append(float(rate))
     out = []

@@ -63,6 +63,7 @@ def board_push(team: Team, suite_name: str, query: dict[str, str]) -> str:
     sort = query.get("sort") or DEFAULT_SORT
     if sort.removeprefix("-") not in queries.SORTS:
         sort = DEFAULT_SORT  # the page itself refuses such a sort; its socket gets the default order
-    data, _ = shown_board(team, suite_name, kind=query.get("kind", ""), version=query.get("version", ""), sort=sort)
-    rows = tables.board_rows(data["rows"], team.slug)
+    kind, version = query.get("kind", ""), query.get("version", "")
+    data, _ = shown_board(team, suite_name, kind=kind, version=version, sort=sort)
+    rows = tables.board_rows(data["rows"], team.slug, filtered=bool(kind or version))
     return push_members({"snapshot": data, "rows": rows, "chart": charts.cost_quality(data["rows"])})

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 
@@ -25,7 +25,8 @@ from arena.leaderboard import charts, queries, snapshots, tables
 from arena.leaderboard.snapshots import GROUP_KINDS
 from arena.leaderboard.snapshots import of_kind as _of_kind
 from arena.registry import services as registry
-from arena.registry.models import Entry, Kind
+from arena.registry.forms import model_form_context
+from arena.registry.models import Entry
 from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import Role, Team
 from ensembles.strategies import STRATEGIES
@@ -37,6 +38,7 @@ EXPORT_COLUMNS = [
     "score",
     "ci_low",
     "ci_high",
+    "n",
     "rank_upper_bound",
     "lift",
     "lift_low",
@@ -69,19 +71,21 @@ def dashboard(request, team: str):
             "sent": {sent.get("form", ""): sent},
             "membership": membership,
             "can_edit": membership.allows(Role.MEMBER),
-            "entries": Entry.objects.filter(team=t).prefetch_related("member_links__member"),
+            # Archived entries and suites leave the lists and pickers; each is linked once from here.
+            "entries": Entry.objects.filter(team=t, archived_at__isnull=True).prefetch_related("member_links__member"),
+            "archived_entries": Entry.objects.filter(team=t, archived_at__isnull=False).only("pk", "name"),
+            "archived_suites": Suite.objects.filter(team=t, archived_at__isnull=False).only("pk", "name", "version"),
             # A merge not built into weights cannot run nor judge; the entries table still lists it.
             "runnable": registry.runnable(Entry.objects.filter(team=t)),
             # Every split any suite has (the chosen suite's own are checked on starting); test by default.
             "splits": _all_splits(t),
-            "suites": Suite.objects.filter(team=t),
+            "suites": Suite.objects.filter(team=t, archived_at__isnull=True),
             "runs": Run.objects.filter(team=t).select_related("suite")[:20],
             # Plain dicts: a template calls whatever is callable, and a class would be instantiated.
-            "strategies": [
-                {"name": n, "pretty_name": STRATEGIES.get(n).pretty_name or n} for n in STRATEGIES.names()
-            ],
+            "strategies": [{"name": n, "pretty_name": STRATEGIES.get(n).pretty_name or n} for n in STRATEGIES.names()],
             "builtin_suites": BUILTIN_SUITES.names(),
-            "model_kinds": [(k.value, k.label) for k in (Kind.HF, Kind.GGUF, Kind.OPENAI, Kind.MERGE)],
+            # Each kind's help and example, the local models found to pick from, the folders searched.
+            **(model_form_context(t) if membership.allows(Role.MEMBER) else {}),
         },
     )
 
@@ -96,6 +100,7 @@ BOARD_COLUMNS = [
     ("Entry", "entry", ""),
     ("Kind", "kind", ""),
     ("Score (95% CI)", "score", "-"),
+    ("n", "n", "-"),
     ("Rank ≤", "rank", ""),
     ("Lift over best member (95% CI)", "lift", "-"),
     ("Members", None, ""),
@@ -136,6 +141,8 @@ def _csv(filename: str, header: list[str], rows) -> HttpResponse:
 def leaderboard(request, team: str, suite: str):
     """One suite's ranking; every export (JSON, CSV, the chart) holds exactly the rows the page shows."""
     t = team_for(request.user, team)
+    if not Suite.objects.filter(team=t, name=suite).exists():
+        raise Http404(f"{t.name} has no suite named {suite!r}")
     kind, version = request.GET.get("kind", ""), request.GET.get("version", "")
     sort, fmt = request.GET.get("sort") or "-score", request.GET.get("format") or "html"
     if sort.removeprefix("-") not in queries.SORTS:
@@ -195,7 +202,7 @@ def leaderboard(request, team: str, suite: str):
                 {"label": other.name, "href": reverse("leaderboard", args=[other.slug, suite]), "on": other == t}
                 for other in Team.objects.filter(memberships__user=request.user, suites__name=suite).distinct()
             ],
-            "rows_html": tables.board_rows(data["rows"], t.slug),
+            "rows_html": tables.board_rows(data["rows"], t.slug, filtered=bool(kind or version)),
             "cost_quality": charts.cost_quality(data["rows"]),
         },
     )
@@ -237,8 +244,9 @@ def leaderboards(request, team: str):
                 {"label": k or "all", "href": "?" + _query(request.GET, kind=k), "on": k == kind}
                 for k in ["", *GROUP_KINDS, *kinds]
             ],
-            "rows_html": tables.across_rows(data["rows"], data["suites"], t.slug),
+            "rows_html": tables.across_rows(data["rows"], data["suites"], t.slug, filtered=bool(kind)),
             "heatmap": charts.suite_heatmap(shown, data["suites"]),
+            "lift_heatmap": charts.lift_heatmap(shown, data["suites"]),
             "heatmap_cut": len(data["rows"]) > len(shown),
             "heatmap_rows": HEATMAP_ROWS,
         },
@@ -318,7 +326,8 @@ def compare(request, team: str):
 @login_required
 def entry_detail(request, team: str, entry_id: int):
     """An entry's card: what it is, what produced its results, and how it did run after run."""
-    t = team_for(request.user, team)
+    membership = membership_for(request.user, team)
+    t = membership.team
     entry = get_owned(Entry.objects.all(), t, pk=entry_id)
     history = entry.run_entries.select_related("run__suite").order_by("-run__created_at", "-run_id")[:50]
     points = queries.entry_history(entry)
@@ -329,6 +338,7 @@ def entry_detail(request, team: str, entry_id: int):
         {
             "team": t,
             "entry": entry,
+            "can_edit": membership.allows(Role.MEMBER),
             "members": entry.ordered_members(),
             "used_by": list(entry.blends.order_by("name")),
             "history": [{"re": h, "check": verdicts.get(h.run_id)} for h in history],

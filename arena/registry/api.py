@@ -11,7 +11,7 @@ from typing import Any, Literal
 from django.http import Http404
 from ninja import Field, Router, Schema
 
-from arena.registry import merges, services
+from arena.registry import lifecycle, merges, services
 from arena.registry.models import Entry, Kind
 from arena.teams.access import require_role
 from arena.teams.models import Role
@@ -29,6 +29,7 @@ class EntryOut(Schema):
     params: dict[str, Any]
     members: list[str]
     config: dict[str, Any]
+    archived_at: datetime | None = None
 
 
 class ModelIn(Schema):
@@ -57,6 +58,7 @@ def _entry_out(e: Entry) -> dict:
         "params": e.params,
         "members": [bm.member.name for bm in e.member_links.all()],
         "config": e.config,
+        "archived_at": e.archived_at,
     }
 
 
@@ -68,6 +70,9 @@ def list_entries(request):
 
 @router.post("/entries", response={201: EntryOut})
 def create_entry(request, body: ModelIn):
+    """Register a model entry, once it is probed: a local model's config or GGUF header is read (never its
+    weights), an endpoint answers a one-token request. An encoder, a truncated or corrupt file, or an
+    endpoint that fails its test call is a 422 saying why, and nothing is stored."""
     require_role(request, Role.MEMBER)
     entry = services.register_model(
         request.auth.team,
@@ -78,6 +83,31 @@ def create_entry(request, body: ModelIn):
         description=body.description,
     )
     return 201, _entry_out(entry)
+
+
+def _entry(request, name: str) -> Entry:
+    entry = Entry.objects.filter(team=request.auth.team, name=name).first()
+    if entry is None:
+        raise Http404("not found")
+    return entry
+
+
+# Before PUT and DELETE /entries/{name}: a name may hold slashes, so the longer routes must match first.
+@router.post("/entries/{path:name}/archive", response=EntryOut)
+def archive_entry(request, name: str):
+    """Take an entry off the boards, the run pickers and /v1's list; its runs keep showing it."""
+    require_role(request, Role.MEMBER)
+    entry = _entry(request, name)
+    lifecycle.archive(entry)
+    return _entry_out(entry)
+
+
+@router.post("/entries/{path:name}/unarchive", response=EntryOut)
+def unarchive_entry(request, name: str):
+    require_role(request, Role.MEMBER)
+    entry = _entry(request, name)
+    lifecycle.unarchive(entry)
+    return _entry_out(entry)
 
 
 class ModelUpdateIn(Schema):
@@ -104,6 +134,14 @@ def put_entry(request, name: str, body: ModelUpdateIn):
         description=body.description,
     )
     return (201 if created else 200), _entry_out(entry)
+
+
+@router.delete("/entries/{path:name}", response=dict[str, Any])
+def delete_entry(request, name: str):
+    """Delete an entry with its results in every run; 409 while a blend or a merge recipe uses it, or
+    while it is in an unfinished run. Answers what went with it, and what was kept."""
+    require_role(request, Role.MEMBER)
+    return {"deleted": lifecycle.delete(_entry(request, name)).as_dict()}
 
 
 @router.post("/blends", response={201: EntryOut})

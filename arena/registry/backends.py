@@ -8,7 +8,9 @@ leaderboard ranks.
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,59 @@ def check_model_path(team_id: int, path: str) -> Path:
         shown = path if len(path) <= 300 else f"{path[:300]}…"  # no path that long exists; no need to echo it whole
         raise BackendError(f"model path {shown!r} does not exist or is outside the allowed model roots ({roots})")
     return resolved
+
+
+def allowed_roots(team_id: int) -> list[Path]:
+    """Where a team's local models may lie: its own built folder first, then the shared model roots."""
+    return [built_dir(team_id), *(Path(root).expanduser() for root in settings.ARENA_MODEL_ROOTS)]
+
+
+@dataclass(frozen=True)
+class FoundModel:
+    kind: str  # hf or gguf
+    path: str
+    label: str  # the path under its root
+
+
+# The registration form lists what it finds this deep, and this many, so that a root holding a whole
+# hub cache or a data disk still renders at once.
+FIND_DEPTH = 4
+FIND_MOST = 200
+
+
+def found_models(team_id: int) -> list[FoundModel]:
+    """The model folders (a config.json beside *.safetensors) and .gguf files under the team's allowed roots.
+
+    Each passes check_model_path, so the list offers nothing registration would refuse for where it is;
+    other teams' built folders are never walked, even when they lie inside a shared root.
+    """
+    found: dict[str, FoundModel] = {}
+    built = Path(settings.ARENA_BUILT_MODELS_DIR).expanduser().resolve()
+    for root in allowed_roots(team_id):
+        if not root.is_dir():
+            continue
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            depth = len(here.relative_to(root).parts)
+            # The walk of a shared root skips every team's built folders; the team's own is walked first.
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".") and depth < FIND_DEPTH and (here / d).resolve() != built
+            )
+            if "config.json" in files and any(f.endswith(".safetensors") for f in files):
+                dirs[:] = []  # a model folder's subfolders are its own parts
+                candidates = [(Kind.HF, here)]
+            else:
+                candidates = [(Kind.GGUF, here / f) for f in sorted(files) if f.endswith(".gguf")]
+            for kind, path in candidates:
+                try:
+                    check_model_path(team_id, str(path))
+                except BackendError:
+                    continue
+                under = path.relative_to(root)
+                found.setdefault(str(path), FoundModel(kind, str(path), str(under) if under.parts else path.name))
+                if len(found) >= FIND_MOST:
+                    return list(found.values())
+    return list(found.values())
 
 
 def merged_backend_config(entry: Entry) -> dict[str, Any]:

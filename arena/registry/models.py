@@ -35,6 +35,8 @@ class Entry(models.Model):
     members = models.ManyToManyField("self", through="BlendMember", symmetrical=False, related_name="blends")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Archived: off the boards, the run pickers and /v1's list; old runs still show it. Empty: active.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "name"], name="entry_name_unique_per_team")]
@@ -59,7 +61,8 @@ class Entry(models.Model):
 
 class BlendMember(models.Model):
     blend = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="member_links")
-    member = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="blend_links")
+    # A member used by a blend cannot be deleted alone; deleting both at once (their team) may.
+    member = models.ForeignKey(Entry, on_delete=models.RESTRICT, related_name="blend_links")
     position = models.PositiveSmallIntegerField()
 
     class Meta:

@@ -88,7 +88,9 @@ def _model_config(team: Team, kind: str, config: dict[str, Any], api_key: str) -
         if kind in (Kind.HF, Kind.GGUF) and isinstance(config.get("path"), str) and config["path"]:
             check_model_path(team.pk, config["path"])
         backend = make_backend(kind, backend_config, options=backend_options(team.pk))
-        backend.check()
+        # Before anything is stored: a local model's config and headers are read (never its weights),
+        # an endpoint answers one token.
+        backend.probe()
     except (EnsembleError, BackendError) as exc:
         raise ValidationError({"config": str(exc)}) from None
     return backend.config.model_dump(mode="json", exclude={"api_key"})
@@ -321,8 +323,9 @@ def _check_called_models(team: Team, combiner: Strategy, members: list[str]) -> 
 
 
 def runnable(entries: QuerySet[Entry]) -> QuerySet[Entry]:
-    """The entries a run (or a judge) can use now: every one but merges whose weights are not built."""
-    return entries.filter(~Q(kind=Kind.MERGE) | Q(materialization__state=MergeState.DONE))
+    """The entries a run (or a judge) can be given now: every one but archived entries and merges whose
+    weights are not built."""
+    return entries.filter(~Q(kind=Kind.MERGE) | Q(materialization__state=MergeState.DONE), archived_at__isnull=True)
 
 
 def not_built(entries: Iterable[Entry]) -> list[str]:

@@ -11,10 +11,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from arena.core.forms import errors, keep_sent
-from arena.registry import merges, services
+from arena.core.lifecycle import confirm_delete
+from arena.registry import forms, lifecycle, merges, services
 from arena.registry.models import Entry, Kind
 from arena.teams.access import get_owned, team_for
 from arena.teams.models import Role
@@ -47,11 +49,12 @@ def register_entry(request, team: str):
                 user=request.user,
             )
         else:
+            kind = request.POST.get("kind", "")
             entry = services.register_model(
                 t,
                 name=request.POST.get("name", ""),
-                kind=request.POST.get("kind", ""),
-                config=_json_field(request, "config", {}),
+                kind=kind,
+                config=forms.with_path(kind, _json_field(request, "config", {}), request.POST.get("path", "")),
                 api_key=request.POST.get("api_key", ""),
                 user=request.user,
             )
@@ -61,7 +64,7 @@ def register_entry(request, team: str):
         if request.POST.get("kind") == Kind.BLEND:
             keep_sent(request, "blend", ("name", "strategy", "params"), ("members",))
         else:
-            keep_sent(request, "model", ("name", "kind", "config"))
+            keep_sent(request, "model", ("name", "kind", "path", "config"))
         return redirect("dashboard", team=t.slug)
     messages.success(request, f"Registered {entry.name}.")
     return redirect("entry", team=t.slug, entry_id=entry.pk)
@@ -82,3 +85,30 @@ def materialize(request, team: str, entry_id: int):
     else:
         messages.success(request, f"Materializing {entry.name} again.")
     return redirect("entry", team=t.slug, entry_id=entry.pk)
+
+
+@login_required
+@require_http_methods(["POST"])
+def archive_entry(request, team: str, entry_id: int, archived: bool):
+    """Archive an entry (off the boards and the pickers, kept in its runs), or bring it back."""
+    t = team_for(request.user, team, Role.MEMBER)
+    entry = get_owned(Entry.objects.all(), t, pk=entry_id)
+    if (lifecycle.archive if archived else lifecycle.unarchive)(entry):
+        messages.success(request, f"{'Archived' if archived else 'Unarchived'} {entry.name}.")
+    return redirect("entry", team=t.slug, entry_id=entry.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_entry(request, team: str, entry_id: int):
+    """What deleting an entry takes with it; deleting it once confirmed."""
+    t = team_for(request.user, team, Role.MEMBER)
+    entry = get_owned(Entry.objects.all(), t, pk=entry_id)
+    return confirm_delete(
+        request,
+        team=t,
+        account_of=lambda: lifecycle.account(entry),
+        delete=lambda: lifecycle.delete(entry),
+        back=reverse("entry", args=[t.slug, entry.pk]),
+        done=reverse("dashboard", args=[t.slug]),
+    )

@@ -13,8 +13,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from arena.teams import services
-from arena.teams.access import get_owned, membership_for
+from arena.core.lifecycle import confirm_delete
+from arena.teams import lifecycle, services
+from arena.teams.access import get_owned, membership_for, team_for
 from arena.teams.models import TOKEN_ROLES, ApiToken, Invitation, Membership, Role
 
 
@@ -168,3 +169,19 @@ def accept_invite(request, token: str):
     # A refused GET is a page like any other; a refused POST, an action that was not allowed.
     status = 404 if invitation is None else 403 if refused and request.method == "POST" else 200
     return render(request, "teams/accept.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_team(request, team: str):
+    """What deleting the team takes (everything it owns); deleting it once the owner types its name."""
+    t = team_for(request.user, team, Role.OWNER)
+    return confirm_delete(
+        request,
+        team=t,
+        account_of=lambda: lifecycle.account(t),
+        delete=lambda: lifecycle.delete(t, request.POST.get("name", "")),
+        back=reverse("team_admin", args=[t.slug]),
+        done=reverse("home"),
+        typed=t.name,
+    )

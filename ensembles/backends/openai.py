@@ -28,6 +28,8 @@ from ensembles.backends.base import (
 from ensembles.net import ERROR_BYTES, MAX_ANSWER_BYTES, OutboundRefused, guarded_client, post_json, snippet
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+# How long registration waits for an endpoint's one-token test answer.
+PROBE_TIMEOUT_S = 30.0
 
 
 @BACKENDS.register(
@@ -76,6 +78,28 @@ class OpenAIBackend(Backend):
             self.options.outbound.check_url(self.config.base_url)
         except OutboundRefused as exc:
             raise BackendError(f"base_url {self.config.base_url} is refused: {exc}") from None
+
+    def probe(self) -> None:
+        """One chat completion of one token, through the same outbound policy as every later call.
+
+        Asked once, without the retries a run makes, and waiting at most PROBE_TIMEOUT_S: a registration
+        answers while the person waits, and an endpoint that is down now is named now.
+        """
+        self.check()
+        c = self.config
+        once = type(self)(
+            {
+                **c.model_dump(),
+                "api_key": c.api_key.get_secret_value(),
+                "max_retries": 0,
+                "timeout_s": min(c.timeout_s, PROBE_TIMEOUT_S),
+            },
+            options=self.options,
+        )
+        try:
+            once.generate(["Hello"], DecodingParams(max_new_tokens=1))
+        except BackendError as exc:
+            raise BackendError(f"the one-token test call failed: {exc}") from None
 
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         c = self.config

@@ -38,8 +38,9 @@ def api(client, token):
 
 
 @pytest.fixture
-def red(team, owner) -> Red:
-    """The red team with one object of every kind a route can name; its ids and names fill in the routes."""
+def red(team, owner, serve) -> Red:
+    """The red team with one object of every kind a route can name; its ids and names fill in the routes,
+    and a loopback endpoint that answers the test call of an endpoint a route registers."""
     suite = SuiteFactory(team=team, size=4)
     endpoint = {"base_url": "http://127.0.0.1:9/v1"}
     a = EntryFactory(team=team, name="red-model-a", kind=Kind.OPENAI, config={**endpoint, "model": "a"})
@@ -76,5 +77,6 @@ def red(team, owner) -> Red:
             "schedule_id": schedule.pk,
             "merge": merge.name,
             "search_id": search.pk,
+            "endpoint": f"{serve().url}/v1",
         },
     )

@@ -51,16 +51,25 @@ PAGE_ROUTES: dict[str, str | TeamRoute] = {
     "invite/<str:token>/": SIGNED_IN,
     "t/<slug:team>/": TeamRoute(post_reads=True),
     "t/<slug:team>/admin/": TeamRoute(get=Role.OWNER, post=Role.OWNER),
+    "t/<slug:team>/delete/": TeamRoute(get=Role.OWNER, post=Role.OWNER),
     "t/<slug:team>/entries/": TeamRoute(get=None, post=Role.MEMBER),
     "t/<slug:team>/entries/<int:entry_id>/": TeamRoute(post_reads=True),
     "t/<slug:team>/entries/<int:entry_id>/materialize/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/entries/<int:entry_id>/archive/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/entries/<int:entry_id>/unarchive/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/entries/<int:entry_id>/delete/": TeamRoute(get=Role.MEMBER, post=Role.MEMBER),
+    "t/<slug:team>/entries/<int:entry_id>/shadow/": TeamRoute(get=None, post=Role.MEMBER),
     "t/<slug:team>/suites/": TeamRoute(post_reads=True),
     "t/<slug:team>/suites/upload/": TeamRoute(get=None, post=Role.MEMBER),
     "t/<slug:team>/suites/<int:suite_id>/": TeamRoute(post_reads=True),
     "t/<slug:team>/suites/builtin/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/suites/<int:suite_id>/archive/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/suites/<int:suite_id>/unarchive/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/suites/<int:suite_id>/delete/": TeamRoute(get=Role.MEMBER, post=Role.MEMBER),
     "t/<slug:team>/runs/": TeamRoute(get=None, post=Role.MEMBER),
     "t/<slug:team>/runs/<int:run_id>/": TeamRoute(post_reads=True),
     "t/<slug:team>/runs/<int:run_id>/retry/": TeamRoute(get=None, post=Role.MEMBER),
+    "t/<slug:team>/runs/<int:run_id>/delete/": TeamRoute(get=Role.MEMBER, post=Role.MEMBER),
     "t/<slug:team>/runs/<int:run_id>/items/": TeamRoute(post_reads=True),
     "t/<slug:team>/runs/<int:run_id>/items/<int:item_id>/": TeamRoute(post_reads=True),
     "t/<slug:team>/leaderboard/<slug:suite>/": TeamRoute(post_reads=True),
@@ -84,6 +93,18 @@ class ApiOp:
 
     role: str = Role.VIEWER
     body: dict | None = None
+    # URL arguments other than the red fixture's: the object the operation succeeds on.
+    values: dict = field(default_factory=dict)
+
+
+# An endpoint is registered once it answers a test call: a body names the red fixture's loopback endpoint
+# by this placeholder, which fill_body replaces.
+ENDPOINT = "{endpoint}"
+
+
+def fill_body(body: dict | None, values: dict) -> dict | None:
+    """The body with ENDPOINT replaced by the address of the red fixture's endpoint."""
+    return None if body is None else json.loads(json.dumps(body).replace(ENDPOINT, values["endpoint"]))
 
 
 def _suite_upload_body(name: str) -> dict:
@@ -101,20 +122,28 @@ API_OPERATIONS: dict[tuple[str, str], ApiOp] = {
     ("GET", "/entries"): ApiOp(),
     ("POST", "/entries"): ApiOp(
         Role.MEMBER,
-        {"name": "new-model", "kind": "openai", "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+        {"name": "new-model", "kind": "openai", "config": {"base_url": ENDPOINT, "model": "m"}},
     ),
-    ("PUT", "/entries/{name}"): ApiOp(
-        Role.MEMBER, {"kind": "openai", "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m2"}}
-    ),
+    ("PUT", "/entries/{name}"): ApiOp(Role.MEMBER, {"kind": "openai", "config": {"base_url": ENDPOINT, "model": "m2"}}),
+    ("POST", "/entries/{name}/archive"): ApiOp(Role.MEMBER),
+    ("POST", "/entries/{name}/unarchive"): ApiOp(Role.MEMBER),
+    # A blend: red-model-a is one of its members, which refuses (409) its deletion.
+    ("DELETE", "/entries/{name}"): ApiOp(Role.MEMBER, values={"name": "red-blend"}),
     ("POST", "/blends"): ApiOp(
         Role.MEMBER, {"name": "new-blend", "strategy": "majority_vote", "members": ["red-model-a", "red-model-b"]}
     ),
     ("GET", "/suites"): ApiOp(),
     ("POST", "/suites"): ApiOp(Role.MEMBER, _suite_upload_body("swept")),
     ("POST", "/suites/builtin"): ApiOp(Role.MEMBER, {"name": "arithmetic", "size": 4, "seed": 7}),
+    ("POST", "/suites/{suite_id}/archive"): ApiOp(Role.MEMBER),
+    ("POST", "/suites/{suite_id}/unarchive"): ApiOp(Role.MEMBER),
+    ("DELETE", "/suites/{suite_id}"): ApiOp(Role.MEMBER),
     ("POST", "/runs"): ApiOp(Role.MEMBER, {"suite": "arithmetic", "entries": ["red-model-a"]}),
+    ("GET", "/runs"): ApiOp(),
     ("GET", "/runs/{run_id}"): ApiOp(),
+    ("GET", "/runs/{run_id}/items"): ApiOp(),
     ("POST", "/runs/{run_id}/retry"): ApiOp(Role.MEMBER),
+    ("DELETE", "/runs/{run_id}"): ApiOp(Role.MEMBER),
     ("GET", "/leaderboard/{suite}"): ApiOp(),
     ("GET", "/schedules"): ApiOp(),
     ("POST", "/schedules"): ApiOp(
@@ -136,6 +165,9 @@ API_OPERATIONS: dict[tuple[str, str], ApiOp] = {
         Role.MEMBER, {"members": ["red-model-a", "red-model-b"], "budget_metric": "calls", "budget": 1.5}
     ),
     ("GET", "/searches/{search_id}"): ApiOp(),
+    ("GET", "/shadows/{name}"): ApiOp(),
+    ("PUT", "/shadows/{name}"): ApiOp(Role.MEMBER, {"shadow": "red-blend", "rate": 0.5}),
+    ("DELETE", "/shadows/{name}"): ApiOp(Role.MEMBER),
 }
 
 # Websocket routes: every one is a team's live channel, open to its members (any role).

@@ -17,7 +17,6 @@ from arena.benchmarks.models import Suite, SuiteItem
 from arena.evaluations.models import Run, RunEntry, State
 from arena.evaluations.services import create_run
 from arena.registry.models import Entry, Kind
-from arena.registry.services import register_model
 from arena.teams.models import ApiToken, Team
 from tests.arena.helpers import ITEMS, MANIFEST
 from tests.factories import EntryFactory, SuiteFactory
@@ -411,9 +410,15 @@ ENDPOINT_FAILURES = {
 
 
 @pytest.mark.parametrize("mode", sorted(ENDPOINT_FAILURES))
-def test_serving_an_endpoint_that_hangs_or_answers_garbage_is_a_422_naming_the_problem(client, team, misbehaving, mode):
+def test_an_endpoint_that_hangs_or_answers_garbage_is_a_422_naming_the_problem_at_registration_and_serving(
+    client, api, team, misbehaving, mode
+):
     config = {"base_url": misbehaving.url(mode), "model": "m", "timeout_s": 1, "max_retries": 0}
-    register_model(team, name="remote", kind="openai", config=config)
+    refused = api("post", "/entries", {"name": "remote", "kind": "openai", "config": config})
+    assert refused.status_code == 422 and ENDPOINT_FAILURES[mode] in refused.json()["detail"]["config"][0]
+    assert not Entry.objects.exists()
+    # One that answered when it was registered and misbehaves since.
+    EntryFactory(team=team, name="remote", kind=Kind.OPENAI, config=config)
     token = ApiToken.issue(team, "t")[1]
     body = json.dumps({"model": "remote", "messages": [{"role": "user", "content": "2+2?"}]})
     started = time.monotonic()
@@ -430,11 +435,12 @@ def test_serving_an_endpoint_that_hangs_or_answers_garbage_is_a_422_naming_the_p
 def test_in_a_run_endpoints_that_hang_or_answer_garbage_fail_their_entry_after_bounded_attempts(
     worker, team, owner, misbehaving
 ):
+    # Endpoints that answered when they were registered, and misbehave since.
     entries = [
-        register_model(
-            team,
+        EntryFactory(
+            team=team,
             name=mode,
-            kind="openai",
+            kind=Kind.OPENAI,
             config={"base_url": misbehaving.url(mode), "model": "m", "timeout_s": 1, "max_retries": 0},
         )
         for mode in ("hang", "html", "no-choices")

@@ -99,6 +99,8 @@ def test_plotly_js_is_served_from_static_and_no_page_loads_a_cdn(owner, team, bo
     assert b"plotly.js" in b"".join(js.streaming_content)[:2000]
     page = client.get(board_url(team, suite)).content.decode()
     assert "/static/vendor/plotly.min.js" in page and "/static/arena/charts.js" in page
+    # charts.js fetches plotly after the page has loaded: no <script> tag of the page holds it back.
+    assert 'data-plotly="/static/vendor/plotly.min.js"' in page and 'src="/static/vendor/plotly.min.js"' not in page
     assert "cdn." not in page and '<script src="http' not in page
 
 
@@ -147,7 +149,59 @@ def test_names_are_escaped_in_the_rows_the_server_renders(owner, team, board, su
     page = csrf_client(owner).get(board_url(team, suite)).content.decode()
     assert "<img src=x" not in page
     assert 'data-entry="&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"' in page
-    assert '<span class="state running">running 1/4</span>' in page
+    assert '<span class="state running">running 1 of 4 items</span>' in page
+
+
+def test_the_board_and_the_run_page_show_how_many_items_each_result_scored(owner, team, board, suite):
+    run, _ = board
+    RunEntry.objects.filter(run=run, entry__name="c").update(n=3)
+    waiting = EntryFactory(team=team, name="waiting")
+    RunEntryFactory(run=run, entry=waiting, state=EntryState.RUNNING, total_items=4, done_items=1)
+    client = csrf_client(owner)
+    page = client.get(board_url(team, suite, "sort=-n"))
+    body = page.content.decode()
+    assert ">n</a>" in body and "n is the number of items scored" in body
+    cells = {
+        r["entry"]: body.split(f'data-entry="{r["entry"]}"')[1].split('class="num n">')[1].split("<")[0]
+        for r in page.context["board"]["rows"]
+    }
+    assert cells == {"a": "4", "b": "4", "vote": "4", "c": "3", "waiting": ""}
+    assert [r["entry"] for r in page.context["board"]["rows"]][-2:] == ["c", "waiting"]  # most items first
+    assert (
+        csv.DictReader(io.StringIO(client.get(board_url(team, suite, "format=csv")).content.decode())).fieldnames[5]
+        == "n"
+    )
+    # The live push carries the same rows as the page, and the run page's rows count items with their unit.
+    live = client.get(board_url(team, suite, "sort=-n&format=live")).json()
+    assert live["rows"] == str(page.context["rows_html"])
+    run_page = client.get(f"/t/{team.slug}/runs/{run.pk}/").content.decode()
+    assert '<td class="num n">3</td>' in run_page and "4 of 4 items" in run_page and "1 of 4 items" in run_page
+
+
+def test_an_empty_board_says_what_to_do_next_and_links_each_step(owner, team, suite, board):
+    client = csrf_client(owner)
+    other = SuiteFactory(team=team, builtin="date_reasoning", size=4)
+    body = client.get(board_url(team, other)).content.decode()
+    assert "Nothing evaluated on this suite yet" in body
+    assert f'<a href="/t/{team.slug}/#register-model">register a model</a>' in body
+    assert f'<a href="/t/{team.slug}/suites/">upload or pick a suite</a>' in body
+    assert f'<a href="/t/{team.slug}/#start-run">start a run</a>' in body
+    # Filters that leave nothing say so, rather than sending a team with results back to the start.
+    filtered = client.get(board_url(team, suite, "kind=merge")).content.decode()
+    assert "No entry on this board matches these filters" in filtered and 'href="?">show every entry' in filtered
+    blue = Team.objects.get(slug="blue")
+    MembershipFactory(team=blue, user=owner, role=Role.VIEWER)
+    across = client.get("/t/blue/leaderboard/").content.decode()
+    assert "Nothing evaluated on any suite yet" in across and 'href="/t/blue/#register-model"' in across
+
+
+@pytest.mark.parametrize("query", ["", "format=json", "format=csv", "format=live", "format=chart"])
+def test_a_board_of_a_suite_the_team_does_not_have_is_a_404(owner, team, board, query):
+    blue = Team.objects.get(slug="blue")
+    SuiteFactory(team=blue, builtin="date_reasoning", size=4)  # another team's suite is unknown here too
+    for name in ("no-such-suite", "date_reasoning"):
+        response = csrf_client(owner).get(f"/t/{team.slug}/leaderboard/{name}/" + (f"?{query}" if query else ""))
+        assert response.status_code == 404
 
 
 @pytest.mark.parametrize("query", ["sort=nonsense", "sort=-", "format=xml", "format=xml&sort=score"])
@@ -288,6 +342,30 @@ def test_the_all_suites_page_ranks_by_mean_win_rate_and_draws_the_heat_map(owner
     assert [r[0] for r in exported[1:]] == [r["entry"] for r in data["rows"] if not r["is_blend"]]
 
 
+def test_heat_map_colours_sit_on_a_fixed_score_range_and_lift_diverges_around_zero(owner, team, board, suite):
+    _, entries = board
+    dates = SuiteFactory(team=team, builtin="date_reasoning", size=4)
+    other = make_run(team, dates, {entries["vote"]: [("1", 0.0), ("2", 0.0)], entries["a"]: [("1", 1.0), ("2", 1.0)]})
+    RunEntry.objects.filter(run=other, entry=entries["vote"]).update(lift=-1.0, best_member=entries["a"])
+    page = csrf_client(owner).get(f"/t/{team.slug}/leaderboard/")
+    heat = page.context["heatmap"]["data"][0]
+    # Scores from 0 to 1: the colours span exactly that, whatever the scores shown.
+    assert (heat["zmin"], heat["zmax"]) == (0.0, 1.0)
+    lift = page.context["lift_heatmap"]
+    cells = lift["data"][0]
+    assert cells["y"] == ["vote"] and cells["z"] == [[0.25, -1.0]]
+    assert cells["zmid"] == 0 and cells["zmin"] == -cells["zmax"] and cells["zmax"] >= 0.25
+    assert 'id="fig-lift-heatmap"' in page.content.decode()
+    go.Figure(lift)
+    # Values off the 0-to-1 scale: the range is the middle 90%, so one outlier does not wash out the rest.
+    rows = [{"entry": f"e{i}", "scores": {"s": 0.5 + i / 100}} for i in range(19)] + [
+        {"entry": "far", "scores": {"s": 40.0}}
+    ]
+    far = charts.suite_heatmap(rows, ["s"])["data"][0]
+    assert far["zmin"] == pytest.approx(0.5095) and far["zmax"] < 3.0
+    assert charts.lift_heatmap(rows, ["s"]) is None  # no blend, no lift
+
+
 # --- Compare two entries -----------------------------------------------------------------------
 
 
@@ -391,7 +469,7 @@ def test_the_entry_page_marks_a_regression_in_its_history_and_chart(owner, team,
     traces = {trace["name"]: trace for trace in page.context["history_chart"]["data"]}
     assert traces["regression"]["text"][0].startswith(f"run #{worse.pk} on arithmetic")
     assert len(traces["arithmetic"]["x"]) == 2
-    assert "regressed" in page.content.decode()
+    assert "regressed" in page.content.decode() and "on 4 items" in page.content.decode()
     # The run page's verdict, from arena.evaluations.regressions, is the same.
     from arena.evaluations.regressions import regressions_for
 

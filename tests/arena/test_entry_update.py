@@ -81,8 +81,8 @@ def test_an_entry_in_an_unfinished_run_is_not_changed(api, team, checkpoints):
     assert Entry.objects.get(pk=entry.pk).config["path"] == str(first)
 
 
-def test_an_openai_entry_keeps_its_key_unless_a_new_one_is_given(api, team):
-    config = {"base_url": "http://127.0.0.1:9/v1", "model": "a"}
+def test_an_openai_entry_keeps_its_key_unless_a_new_one_is_given(api, team, serve):
+    config = {"base_url": f"{serve().url}/v1", "model": "a"}
     assert put(api, "remote", {"kind": "openai", "config": config, "api_key": "sk-old"}).status_code == 201
 
     assert put(api, "remote", {"kind": "openai", "config": {**config, "model": "b"}}).status_code == 200

@@ -118,6 +118,7 @@ def arena(team, owner, endpoint):
         register_model(team, name=name, kind="openai", config={**config, "model": name}, user=owner)
         for name in ("echo-a", "echo-b")
     ]
+    endpoint.requests.clear()  # the registrations' one-token test calls: the tests count a run's requests
     blend = register_blend(
         team, name="vote", strategy="majority_vote", params={}, members=[member.name for member in members]
     )

@@ -24,7 +24,7 @@ from arena.registry.models import Entry, Kind
 from arena.schedules.services import save_schedule
 from arena.teams.models import ApiToken, Role, Team
 from tests.arena import routes
-from tests.arena.routes import API_OPERATIONS, PAGE_ROUTES, TeamRoute, client_for, fill
+from tests.arena.routes import API_OPERATIONS, PAGE_ROUTES, TeamRoute, client_for, fill, fill_body
 from tests.factories import EntryFactory, RunFactory, SuiteFactory
 from tests.helpers import row_counts
 
@@ -59,7 +59,7 @@ ACCEPTING = {
 }
 # Every field any form reads; each example sends some of them.
 FIELDS = [
-    "name", "kind", "config", "api_key", "description", "strategy", "params", "members", "format", "seed",
+    "name", "kind", "path", "config", "api_key", "description", "strategy", "params", "members", "format", "seed",
     "metric", "size", "suite", "entries", "judge", "splits", "cron", "timezone", "refresh", "enabled",
     "webhook_url", "budget_metric", "budget", "candidate", "run", "action", "email", "role", "membership",
     "token", "password", "username", "password1", "password2", "expires", "next",
@@ -292,7 +292,7 @@ def test_hostile_api_bodies_never_answer_5xx_and_those_with_control_characters_s
     client, red, blue, red_token, tally, method, path
 ):
     url = "/api/v1" + fill(path, red.values)
-    valid = API_OPERATIONS[(method, path)].body or {}
+    valid = fill_body(API_OPERATIONS[(method, path)].body, red.values) or {}
 
     @settings(FUZZ, max_examples=1)
     @given(data=st.data())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db.models import ProtectedError
+from django.db.models import RestrictedError
 from django.test import Client
 
 from arena.evaluations.models import EntryState, Generation, RunEntry, Score, State
@@ -179,7 +179,7 @@ def test_a_blend_used_by_another_cannot_be_deleted_and_the_admin_says_by_which(s
     page = response.content.decode()
     assert "Cannot delete entry" in page and "vote in outer" in page
     assert Entry.objects.filter(pk=vote.pk).exists()
-    with pytest.raises(ProtectedError):
+    with pytest.raises(RestrictedError):
         vote.delete()
 
 

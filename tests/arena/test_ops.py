@@ -78,10 +78,13 @@ def test_staff_see_a_live_worker_with_its_queues_loaded_model_and_the_runs_failu
         # The last batch closes the run a moment before its task is acknowledged.
         snapshot = wait_for(lambda: (s := ops_json(staff))["unacked"] == 0 and s, timeout=30, what="the last ack")
         page = csrf_client(staff).get("/ops/")
+        health = csrf_client(None).get("/healthz")
     finally:
         worker.stop()
 
     assert node["node"].startswith(f"{worker.name}@")
+    # /healthz reads the same heartbeats: the live worker makes it healthy.
+    assert health.status_code == 200 and health.json()["workers"]["alive"] == [node["node"]]
     assert node["queues"] == ["cpu", "gpu"]
     [model] = [
         model_info

@@ -23,12 +23,12 @@ from arena.alerts.models import Channel, Delivery, Notice, RegressionAlert, Team
 from arena.evaluations.models import RunEntry
 from arena.evaluations.services import create_run
 from arena.registry.backends import backend_for
-from arena.registry.models import Entry
+from arena.registry.models import Entry, Kind
 from arena.registry.services import register_model
 from arena.teams.models import ApiToken
 from ensembles import net
 from ensembles.backends import BackendError, DecodingParams
-from tests.factories import RunFactory, SuiteFactory
+from tests.factories import EntryFactory, RunFactory, SuiteFactory
 from tests.helpers import ROOT, csrf_client, finished, post_form, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -92,7 +92,8 @@ def test_in_production_a_loopback_endpoint_is_a_422_naming_base_url_then_registe
     production.ARENA_OUTBOUND_ALLOW = ["127.0.0.1"]
     assert endpoint(api, "local", f"{server.url}/v1").status_code == 201
     generation = backend_for(Entry.objects.get(name="local")).generate(["2+2?"], DecodingParams())
-    assert generation[0].text == "4" and server.paths == ["/v1/chat/completions"]
+    # Registration's one-token test call, then the generation.
+    assert generation[0].text == "4" and server.paths == ["/v1/chat/completions"] * 2
 
 
 @pytest.mark.parametrize("address", ["10.1.2.3", "192.168.1.20", "169.254.169.254", "fd00::7"])
@@ -121,7 +122,10 @@ def test_a_name_that_resolves_elsewhere_after_registration_is_refused_when_calle
     server = serve()
     dns["rebind.example.test"] = ["93.184.216.34"]
     url = f"http://rebind.example.test:{server.port}/v1"
-    entry = register_model(team, name="rebind", kind="openai", config={"base_url": url, "model": "m", "max_retries": 0})
+    # Registered while the name pointed at a public address (which this machine cannot reach to test-call).
+    entry = EntryFactory(
+        team=team, name="rebind", kind=Kind.OPENAI, config={"base_url": url, "model": "m", "max_retries": 0}
+    )
     dns["rebind.example.test"] = ["127.0.0.1"]
     with pytest.raises(BackendError, match=r"base_url .* is refused: rebind.example.test:\d+ \(127.0.0.1\)"):
         backend_for(entry).generate(["2+2?"], DecodingParams())
@@ -196,10 +200,11 @@ def test_a_webhooks_huge_error_body_is_cut_to_a_printable_snippet(serve, notice)
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_endpoints_huge_hostile_answer_reaches_its_run_page_short_and_printable(worker, team, owner, serve):
-    server = serve(status=400, body=HOSTILE)
+    server = serve()
     entry = register_model(
         team, name="hostile", kind="openai", config={"base_url": f"{server.url}/v1", "model": "m", "max_retries": 0}
     )
+    server.status, server.body = 400, HOSTILE  # it answered its test call at registration, and fails since
     run = create_run(team, SuiteFactory(team=team, size=4), [entry], user=owner)
     run = wait_for(lambda: finished(run.pk), timeout=240, what="the run to fail")
     error = RunEntry.objects.get(run=run, entry=entry).error

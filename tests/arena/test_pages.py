@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import zlib
+from html import escape
+
+import numpy as np
 import pytest
 
 from arena.evaluations.events import changed
 from arena.evaluations.models import Generation, Run, Score, State
 from arena.registry.models import Entry
+from ensembles.strategies import STRATEGIES, MemberAnswer
+from ensembles.strategies.vote import MajorityVote
 from tests.factories import BlendFactory, EntryFactory, RunEntryFactory, RunFactory, SuiteFactory
 from tests.helpers import csrf_client, post_form
 
@@ -18,7 +25,7 @@ def finished_run(team):
     suite = SuiteFactory(team=team, size=4)
     a = EntryFactory(team=team, name="a")
     b = EntryFactory(team=team, name="b")
-    vote = BlendFactory(team=team, name="vote", members=[a, b])
+    vote = BlendFactory(team=team, name="vote", members=[b, a])
     run = RunFactory(suite=suite)
     items = list(suite.items.filter(split="test"))
     for entry in (a, b, vote):
@@ -40,7 +47,10 @@ def finished_run(team):
             item=item,
             prediction=item.data["reference"],
             value=1.0 if n else 0.0,
-            details={"votes": {"41": 1, item.data["reference"]: 1}, "tied": True},
+            # The vote's own account of the tie: its first member, b, wins it.
+            details=MajorityVote()
+            .combine([MemberAnswer(member="b", answer=item.data["reference"]), MemberAnswer(member="a", answer="41")])
+            .details,
         )
     return run, items
 
@@ -90,7 +100,123 @@ def test_the_drill_down_shows_the_prompt_every_output_the_votes_and_the_referenc
     assert items[0].data["input"] in body and "Question:" in body
     assert f'<code id="reference">{items[0].data["reference"]}</code>' in body
     assert "-1.000" in body  # mean log-probability of a member's output
-    assert "votes: {" in body and "&quot;41&quot;: 1" in body and "tied: true" in body  # how the vote went
+    # How the vote went, as a tally: each answer, how it was counted, its votes and who gave it.
+    reference = items[0].data["reference"]
+    how = body.split('id="how-')[1]
+    assert f"Majority vote: “{reference}” won with 1 of 2 votes (b)." in how
+    assert "The top answers tied between" in how
+    assert (
+        f'<tr class="chosen" title="what the blend chose"><td>{reference}</td><td>{reference.lower()}</td><td>1</td><td>b</td></tr>'
+        in how
+    )
+    assert "<tr><td>41</td><td>41</td><td>1</td><td>a</td></tr>" in how
+    assert "supporters" not in how and "{" not in how  # no raw details
+
+
+def trigram_embedder(texts: list[str]) -> np.ndarray:
+    """A stand-in encoder for the router: character trigrams hashed into 64 buckets."""
+    out = np.zeros((len(texts), 64))
+    for row, text in enumerate(texts):
+        padded = f"  {text.lower()} "
+        for i in range(len(padded) - 2):
+            out[row, zlib.crc32(padded[i : i + 3].encode()) % 64] += 1.0
+    return out
+
+
+# Each learned strategy, the phrase its drill-down shows (the router is asked about an item like those b gets right).
+DECIDERS = {
+    "majority_vote": ({}, "Tally: votes per answer"),
+    "weighted_vote": ({}, "Tally: weight per answer"),
+    "boosting": ({}, "Boosting rounds fitted on dev"),
+    "stacking": ({}, "Stacking: the meta-model (a logistic regression fitted on dev)"),
+    "cascade": ({"threshold": 0.5}, "it stopped at b (confidence 0.900) after asking 2 members."),
+    "mi_selection": ({}, "Members picked on dev"),
+    "bagging": ({"n_estimators": 3}, "Bagging: 3 stacking blends"),
+    "router": ({}, "The router chose b"),
+    "pair_ranker": ({"aggregation": "bubble"}, "Duels, in order"),
+}
+
+
+@pytest.mark.parametrize("strategy", DECIDERS)
+def test_the_drill_down_says_in_words_how_each_kind_of_blend_decided(owner, team, finished_run, strategy):
+    run, items = finished_run
+    item, reference = items[0], items[0].data["reference"]
+    params, phrase = DECIDERS[strategy]
+    cls = STRATEGIES.get(strategy)
+    decider = cls(params, embedder=trigram_embedder) if strategy in ("router", "pair_ranker") else cls(params)
+    # Dev: b is right on the capital questions and sure of it, a on the sums, unsure.
+    dev = [
+        ([("a", "Paris", 0.3), ("b", "Rome", 0.9)], "Rome", "capital of Italy"),
+        ([("a", "Bern", 0.3), ("b", "Oslo", 0.9)], "Oslo", "capital of Norway"),
+        ([("a", "4", 0.4), ("b", "5", 0.8)], "4", "what is 2 + 2"),
+        ([("a", "9", 0.4), ("b", "Lima", 0.9)], "Lima", "capital of Peru"),
+        ([("a", "x", 0.2), ("b", "Kyiv", 0.9)], "Kyiv", "capital of Ukraine"),
+    ]
+    if decider.needs_fit:
+        decider.fit(
+            [
+                [MemberAnswer(member=m, answer=ans, logprob=math.log(p)) for m, ans, p in answers]
+                for answers, _, _ in dev
+            ],
+            [ref for _, ref, _ in dev],
+            dev_inputs=[text for *_, text in dev],
+        )
+    answers = [
+        MemberAnswer(member="a", answer="41", logprob=math.log(0.3)),
+        MemberAnswer(member="b", answer=reference, logprob=math.log(0.9)),
+    ]
+    decision = decider.combine(answers, item_input="capital of Spain")
+    blend = BlendFactory(
+        team=team,
+        name=f"{strategy}-blend",
+        strategy=strategy,
+        params=params,
+        members=[Entry.objects.get(team=team, name="a"), Entry.objects.get(team=team, name="b")],
+    )
+    Score.objects.create(
+        run=run,
+        entry=blend,
+        item=item,
+        prediction=decision.answer,
+        value=float(decision.answer == reference),
+        details=decision.details,
+    )
+    body = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/{item.pk}/").content.decode()
+    how = body.split(f'id="how-{blend.pk}"')[1].split("</section>")[0]
+    assert f"How {strategy}-blend decided" in how and cls.pretty_name in escape(how, quote=False)
+    assert escape(phrase, quote=False) in how
+    assert "<caption>Details</caption>" not in how  # a known shape never falls back to the key/value table
+
+
+def test_a_decision_of_an_unknown_shape_reads_as_a_key_value_table_without_ids(owner, team, finished_run):
+    run, items = finished_run
+    blend = BlendFactory(team=team, name="mystery", strategy="majority_vote", members=[])
+    details = {
+        "hunch_strength": {"a": 0.25, "b": 0.75},
+        "asked": ["a", "b"],
+        "sure": False,
+        "consumed": {"generations": {"918273": [3, 0.1], "918274": [4, 0.2]}, "own_calls": {}},
+    }
+    Score.objects.create(run=run, entry=blend, item=items[0], prediction="x", value=0.0, details=details)
+    body = csrf_client(owner).get(f"/t/{team.slug}/runs/{run.pk}/items/{items[0].pk}/").content.decode()
+    how = body.split(f'id="how-{blend.pk}"')[1].split("</section>")[0]
+    assert "<caption>Details</caption>" in how
+    assert "<tr><td>hunch strength</td><td>a: 0.250; b: 0.750</td></tr>" in how
+    assert "<tr><td>asked</td><td>a, b</td></tr>" in how and "<tr><td>sure</td><td>no</td></tr>" in how
+    assert "It read 2 stored answers." in how and "918273" not in body
+
+
+def test_the_run_page_and_the_queue_count_with_units(owner, team, finished_run):
+    run, _ = finished_run
+    client = csrf_client(owner)
+    assert "2 of 2 items" in client.get(f"/t/{team.slug}/runs/{run.pk}/").content.decode()
+    queued = RunFactory(suite=run.suite, state=State.QUEUED)
+    RunEntryFactory(
+        run=queued, entry=Entry.objects.get(team=team, name="a"), state="queued", total_items=50, done_items=40
+    )
+    queue = client.get(f"/t/{team.slug}/queue/").content.decode()
+    assert "1 run waiting" in queue and "1 run done" in queue and "0 runs failed" in queue
+    assert "40 of 50 items" in queue
 
 
 def test_an_item_of_another_suite_is_404(owner, team, finished_run):

@@ -15,12 +15,12 @@ from arena.evaluations.models import TERMINAL, EntryState, Generation, Run, RunE
 from arena.evaluations.services import create_run
 from arena.leaderboard import queries as board_queries
 from arena.leaderboard.routing import websocket_urlpatterns
-from arena.registry.models import Entry
+from arena.registry.models import Entry, Kind
 from arena.registry.services import register_blend, register_model
 from arena.search import services as search_services
 from arena.search.models import BlendSearch
 from arena.teams.models import ApiToken, Role, Team
-from tests.factories import SuiteFactory
+from tests.factories import EntryFactory, SuiteFactory
 from tests.helpers import csrf_client, finished, post_form, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -127,12 +127,13 @@ def test_a_broken_member_fails_its_entry_and_blend_with_the_reason_while_others_
     root, _ = models_root
     broken = root / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\x00" * 64)  # right magic, nothing a loader can read
-    bad = register_model(team, name="broken", kind="gguf", config={"path": str(broken)}, user=owner)
-    down = register_model(
-        team,
+    # Registration refuses both; these are a file that broke and an endpoint that went down since.
+    bad = EntryFactory(team=team, name="broken", kind=Kind.GGUF, config={"path": str(broken)}, created_by=owner)
+    down = EntryFactory(
+        team=team,
         name="unreachable",
-        kind="openai",
-        user=owner,
+        kind=Kind.OPENAI,
+        created_by=owner,
         config={"base_url": "http://127.0.0.1:9/v1", "model": "x", "max_retries": 0, "timeout_s": 2},
     )
     blend = register_blend(

@@ -83,7 +83,7 @@ def test_a_blend_of_unknown_members_is_refused(api):
     assert "unknown entries: x, y" in response.json()["detail"]["members"][0]
 
 
-def test_an_endpoint_key_is_stored_encrypted_and_never_returned(api, team):
+def test_an_endpoint_key_is_stored_encrypted_and_never_returned(api, team, serve):
     response = api(
         "post",
         "/entries",
@@ -91,7 +91,7 @@ def test_an_endpoint_key_is_stored_encrypted_and_never_returned(api, team):
             "name": "remote",
             "kind": "openai",
             "api_key": "sk-very-secret",
-            "config": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
+            "config": {"base_url": f"{serve().url}/v1", "model": "m"},
         },
     )
     assert response.status_code == 201
@@ -180,6 +180,7 @@ def test_an_outsider_gets_404_on_every_team_page(outsider, team, path):
 def test_the_leaderboard_page_renders_with_a_constant_number_of_queries(
     owner, team, models_root, django_assert_max_num_queries
 ):
+    SuiteFactory(team=team, size=4)  # arithmetic: a board of a suite the team does not have is a 404
     client = csrf_client(owner)
     with django_assert_max_num_queries(12):
         assert client.get(f"/t/{team.slug}/leaderboard/arithmetic/").status_code == 200

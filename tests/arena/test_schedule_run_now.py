@@ -27,8 +27,8 @@ def suite(team):
 
 
 @pytest.fixture
-def entries(team):
-    config = {"base_url": "http://127.0.0.1:9/v1"}
+def entries(team, serve):
+    config = {"base_url": f"{serve().url}/v1"}
     a = register_model(team, name="a", kind="openai", config={**config, "model": "a"})
     b = register_model(team, name="b", kind="openai", config={**config, "model": "b"})
     vote = register_blend(team, name="vote", strategy="majority_vote", params={}, members=["a", "b"])

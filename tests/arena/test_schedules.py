@@ -28,15 +28,21 @@ def suite(team):
     return SuiteFactory(team=team, size=12)
 
 
-def endpoint(team, name: str, revision: str = "") -> Entry:
-    """A model entry behind an OpenAI-compatible endpoint: its fingerprint needs no file and no network."""
-    config = {"base_url": "http://127.0.0.1:9/v1", "model": name, "revision": revision}
+def endpoint(team, base_url: str, name: str, revision: str = "") -> Entry:
+    """A model entry behind an OpenAI-compatible endpoint: its fingerprint needs no file, and registering
+    it one answer from the loopback endpoint at ``base_url``."""
+    config = {"base_url": base_url, "model": name, "revision": revision}
     return register_model(team, name=name, kind="openai", config=config)
 
 
 @pytest.fixture
-def entries(team):
-    a, b = endpoint(team, "a"), endpoint(team, "b")
+def base_url(serve) -> str:
+    return f"{serve().url}/v1"
+
+
+@pytest.fixture
+def entries(team, base_url):
+    a, b = endpoint(team, base_url, "a"), endpoint(team, base_url, "b")
     vote = register_blend(team, name="vote", strategy="majority_vote", params={}, members=["a", "b"])
     return a, b, vote
 
@@ -263,10 +269,10 @@ def test_a_member_deletes_a_schedule_on_its_page_and_beat_forgets_it(teammate, t
     assert not CrontabSchedule.objects.filter(pk=tab_id).exists()
 
 
-def test_deleting_a_team_deletes_its_beat_tasks(team):
+def test_deleting_a_team_deletes_its_beat_tasks(team, base_url):
     blue = Team.objects.get(slug="blue")
     SuiteFactory(team=blue, size=12)
-    endpoint(blue, "x")
+    endpoint(blue, base_url, "x")
     schedule = schedule_for(blue, ["x"])
     task_id = schedule.periodic_task_id
     blue.delete()
@@ -359,9 +365,7 @@ def test_only_entries_whose_models_changed_are_evaluated_again(team, suite, entr
     assert skipped.outcome == Outcome.SKIPPED and skipped.run is None
     assert skipped.note == f"nothing changed since the last results on arithmetic v{suite.version}"
 
-    put_model(
-        team, name="a", kind="openai", config={"base_url": "http://127.0.0.1:9/v1", "model": "a", "revision": "2"}
-    )
+    put_model(team, name="a", kind="openai", config={"base_url": a.config["base_url"], "model": "a", "revision": "2"})
     started = services.fire(schedule.pk, now=NIGHT + timedelta(days=1))
 
     assert started.outcome == Outcome.STARTED
@@ -413,7 +417,7 @@ def test_the_queue_shows_waiting_running_done_and_failed_runs_with_reasons_and_w
     page = csrf_client(viewer).get(f"/t/{team.slug}/queue/")
     html = page.content.decode()
     assert page.status_code == 200
-    assert "waiting 1" in html and "running 1" in html and "failed 1" in html and "done 2" in html
+    assert "1 run waiting" in html and "1 run running" in html and "1 run failed" in html and "2 runs done" in html
     assert "b: model file missing" in html
     assert "a batch 0 waits to retry (attempt 1): endpoint timed out" in html
     assert "schedule nightly" in html

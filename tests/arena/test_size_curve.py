@@ -87,9 +87,25 @@ def test_a_finished_run_shows_whether_adding_members_pays_in_its_json_api_and_pa
     def y(name_start: str) -> list[float]:
         return list(next(trace for trace in traces if trace["name"].startswith(name_start))["y"])
 
-    assert y("measured, dev") == curve["measured"]["dev"] and y("measured, test") == curve["measured"]["test"]
+    assert y("majority vote of the best n, dev") == curve["measured"]["dev"]
+    assert y("majority vote of the best n, test") == curve["measured"]["test"]
     assert y("model's prediction") == curve["predicted"]
     assert y("model's limit") == [curve["asymptote"]] * 2
+    # The two lines that say whether a vote pays, named so a newcomer reads them: the best member alone
+    # and the oracle, any of the best n right, on the reported split.
+    assert curve["report_split"] == "test"
+    assert y(f"best member alone ({best}), test") == [curve["measured"]["test"][0]] * 2
+    test_items = Score.objects.filter(run=run, item__split="test").exclude(entry__name="vote")
+    right = {(s.item_id, s.entry.name) for s in test_items.select_related("entry") if s.value == 1.0}
+    ids = set(test_items.values_list("item_id", flat=True))
+    oracle = [
+        pytest.approx(sum(any((i, m) in right for m in curve["members"][:n]) for i in ids) / len(ids))
+        for n in curve["sizes"]
+    ]
+    assert y("oracle (any member right), test") == oracle == curve["oracle"]["test"]
+    assert oracle[0] == curve["measured"]["test"][0] and curve["measured"]["test"][-1] <= curve["oracle"]["test"][-1]
+    assert "the oracle (any member right)" in body and 'id="size-caption"' in body
+    assert "the oracle (any member right: each item counted as soon as one member gets it) would score" in body
 
 
 def test_the_curve_is_computed_once_per_run_and_then_costs_no_query(owner, team, suite, django_assert_num_queries):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from pathlib import Path
@@ -59,8 +58,11 @@ def test_a_first_morning_in_the_arena(arena_server, worker, browser_context, tin
     for name, path in zip(("tiny-a", "tiny-b"), tiny_models, strict=True):
         page.goto(dashboard)
         page.fill("#register-model input[name=name]", name)
+        page.select_option("#register-model select[name=kind]", "openai")
+        assert page.is_visible("#guide-openai") and not page.is_visible("#guide-hf")
         page.select_option("#register-model select[name=kind]", "hf")
-        page.fill("#register-model textarea[name=config]", json.dumps({"path": str(path)}))
+        assert page.is_visible("#guide-hf") and not page.is_visible("#guide-openai")
+        page.fill("#register-model input[name=path]", str(path))  # the list offers what the folders hold
         page.click("#register-model button")
         page.wait_for_selector(f"text=Registered {name}.")
     page.goto(dashboard)
@@ -91,7 +93,7 @@ def test_a_first_morning_in_the_arena(arena_server, worker, browser_context, tin
     page.wait_for_function("document.getElementById('run').dataset.renderedState === 'done'", timeout=240_000)
     assert page.locator("#run tbody tr").count() == 3
     assert "Available once the run has finished" not in page.content()
-    assert "4/4" in page.inner_text("#run")
+    assert "4 of 4 items" in page.inner_text("#run")
 
     # Meanwhile the leaderboard filled in by itself: every entry scored, the chart drawn, no reload.
     board.wait_for_function(
@@ -131,7 +133,8 @@ def test_a_first_morning_in_the_arena(arena_server, worker, browser_context, tin
     page.wait_for_selector("#prompt")
     assert page.inner_text("#prompt").strip() and page.inner_text("#reference").strip()
     outputs = page.inner_text("table")
-    assert "tiny-a" in outputs and "tiny-b" in outputs and "vote" in outputs and "votes" in outputs
+    assert "tiny-a" in outputs and "tiny-b" in outputs and "vote" in outputs
+    assert "Tally: votes per answer" in page.inner_text(".decision")
     shoot(page, "item", tmp_path)
 
     # The blend's card, and from it a comparison with one of its members.

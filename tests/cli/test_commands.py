@@ -65,11 +65,12 @@ def test_a_bad_model_path_prints_the_servers_field_message_and_stores_nothing(ar
 
 
 def test_an_openai_entry_takes_its_key_from_the_environment_and_a_merge_its_recipe_from_a_file(
-    arena, live_server, token, team, checkpoints, tmp_path, cli_env
+    arena, live_server, token, team, checkpoints, tmp_path, cli_env, serve
 ):
     env = {**cli_env, "ARENA_URL": live_server.url, "ARENA_TOKEN": token}
+    endpoint = f"{serve().url}/v1"  # registration's one-token test call is answered here
     remote = run_cli(
-        "entries", "register", "remote", "--kind", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+        "entries", "register", "remote", "--kind", "openai", "--base-url", endpoint, "--model", "m",
         env={**env, "ARENA_ENTRY_API_KEY": "sk-test"},
     )  # fmt: skip
     assert remote.code == 0, remote.stderr

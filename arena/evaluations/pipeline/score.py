@@ -29,9 +29,7 @@ JUDGE_PARAMS = DecodingParams(max_new_tokens=24, stop=())
 
 def step(state: RunState) -> RunState:
     """Mark scored each model whose batches are all done; on a judge suite, queue the judging instead."""
-    answered = [
-        re for re in state.singles(EntryState.RUNNING) if state.batches.get(re.entry_id, set()) == {State.DONE}
-    ]
+    answered = [re for re in state.singles(EntryState.RUNNING) if state.batches.get(re.entry_id, set()) == {State.DONE}]
     if not answered:
         return state
     if not state.judged:
