@@ -312,43 +312,138 @@ class TransformersBackend(Backend):
                 return text, n, "stop"
         return text, len(kept_ids), "stop"
 
-    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[float]:
+    def loglikelihood(
+        self, requests: list[tuple[str, str]], *, padding: Literal["left", "right"] = "left"
+    ) -> list[float]:
         """Sum of the continuation's token log-probabilities after the context, batched.
 
-        Rows are left-padded so every continuation ends at the last position: the model only
-        computes logits for the last few positions (``logits_to_keep``), which keeps memory
-        small even with a 262k-token vocabulary.
+        Requests that share a context (a multiple-choice item's options) run that context once: one
+        row holds the context and then each option, masked so that an option sees only the context
+        and itself (see ``_score_options``). Logits exist only at the options' positions, so a
+        262k-token vocabulary costs a few rows per option, never one per context token. Contexts
+        are batched longest first, ``batch_size`` of them a pass; ``padding`` pads rows on either
+        side. The answers move with neither, nor with the batch size, beyond float rounding.
         """
         self._ensure_loaded()
-        torch = _torch()
         tok = self.tokenizer
-        encoded = []
-        for context, continuation in requests:
-            ctx_ids = tok(context, add_special_tokens=True)["input_ids"]
-            cont_ids = tok(continuation, add_special_tokens=False)["input_ids"]
-            encoded.append((ctx_ids, cont_ids))
+        # An empty context is scored after the model's start token, as lm-eval does.
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        contexts: dict[str, int] = {}
+        context_ids: list[list[int]] = []
+        options: list[list[tuple[int, list[int]]]] = []  # per context: (request index, continuation ids)
+        for index, (context, continuation) in enumerate(requests):
+            if context not in contexts:
+                contexts[context] = len(context_ids)
+                ids = tok(context, add_special_tokens=True)["input_ids"]
+                context_ids.append(ids or [start])
+                options.append([])
+            cont = tok(continuation, add_special_tokens=False)["input_ids"]
+            if cont:  # an empty continuation has log-likelihood 0
+                options[contexts[context]].append((index, cont))
         results = [0.0] * len(requests)
-        order = sorted((i for i, (_, cont) in enumerate(encoded) if cont), key=lambda i: -sum(map(len, encoded[i])))
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        for start in range(0, len(order), self.config.batch_size):
-            chunk = order[start : start + self.config.batch_size]
-            rows = [encoded[i][0] + encoded[i][1] for i in chunk]
-            width = max(map(len, rows))
-            ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            keep = max(len(encoded[i][1]) for i in chunk) + 1
-            with torch.inference_mode():
-                logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
-                ).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts the last keep-1 tokens
-            for row, i in enumerate(chunk):
-                cont = encoded[i][1]
-                targets = torch.tensor(cont, device=self.device)
-                picked = logprobs[row, -len(cont) :].gather(1, targets.unsqueeze(1))
-                results[i] = float(picked.sum())
+        order = sorted((c for c in range(len(context_ids)) if options[c]), key=lambda c: -len(context_ids[c]))
+        for begin in range(0, len(order), self.config.batch_size):
+            chunk = order[begin : begin + self.config.batch_size]
+            sums = self._score_options(
+                [context_ids[c] for c in chunk], [[cont for _, cont in options[c]] for c in chunk], padding
+            )
+            for c, row in zip(chunk, sums, strict=True):
+                for (index, _), value in zip(options[c], row, strict=True):
+                    results[index] = value
         return results
+
+    def _score_options(
+        self, contexts: list[list[int]], continuations: list[list[list[int]]], padding: str
+    ) -> list[list[float]]:
+        """Per context, the summed log-probability of each of its continuations, in one forward pass.
+
+        Each row packs a context once and then every option after it (the context's last token and
+        the option but its last token), at the positions each would have alone; the attention mask
+        lets an option see the context and itself, never another option. One large pass keeps the
+        matrix products big, where a second pass over the options would run many small ones.
+        """
+        torch = _torch()
+        device = self.device
+        config = self.model.config
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        rows: list[list[int]] = []
+        positions: list[list[int]] = []
+        owners: list[list[int]] = []  # per token: 0 for the context, j for the context's j-th option
+        for context, conts in zip(contexts, continuations, strict=True):
+            prefix = len(context) - 1
+            ids, pos, own = context[:-1], list(range(prefix)), [0] * prefix
+            for j, cont in enumerate(conts, start=1):
+                ids = ids + [context[-1], *cont[:-1]]
+                pos += range(prefix, prefix + len(cont))
+                own += [j] * len(cont)
+            rows.append(ids)
+            positions.append(pos)
+            owners.append(own)
+        width = max(map(len, rows))
+
+        def padded(row: list[int], fill: int) -> list[int]:
+            fills = [fill] * (width - len(row))
+            return fills + row if padding == "left" else row + fills
+
+        ids = torch.tensor([padded(r, pad) for r in rows], device=device)
+        pos = torch.tensor([padded(p, 0) for p in positions], device=device)
+        own = torch.tensor([padded(o, -1) for o in owners], device=device)  # -1: padding
+        real = own >= 0
+        q_own, k_own = own.unsqueeze(2), own.unsqueeze(1)
+        q_pos, k_pos = pos.unsqueeze(2), pos.unsqueeze(1)
+        allowed = real.unsqueeze(1) & ((k_own == 0) | (k_own == q_own)) & (k_pos <= q_pos)
+        allowed |= torch.eye(width, dtype=torch.bool, device=device)  # a padding query sees itself, never nothing
+        window = getattr(config, "sliding_window", None)
+        sliding = "sliding_attention" in (getattr(config, "layer_types", None) or [])
+        masks = {"full_attention": allowed}
+        if window and sliding:
+            masks["sliding_attention"] = allowed & (q_pos - k_pos < window)
+        elif window and getattr(config, "use_sliding_window", True):
+            masks["full_attention"] = allowed & (q_pos - k_pos < window)  # one window for every layer
+        if config._attn_implementation != "sdpa":  # eager attention adds the mask to the scores
+            low = torch.finfo(self.model.dtype).min
+            masks = {
+                k: torch.zeros(m.shape, dtype=self.model.dtype, device=device).masked_fill(~m, low)
+                for k, m in masks.items()
+            }
+        mask = {k: m.unsqueeze(1) for k, m in masks.items()}
+        # Logits only from the first option token of any row to the end.
+        first = min(o.index(1) + (width - len(o) if padding == "left" else 0) for o in owners)
+        keep = width - first
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids,
+                attention_mask=mask if sliding else mask["full_attention"],
+                position_ids=pos,
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits
+            rows_at: list[int] = []
+            cols_at: list[int] = []
+            targets: list[int] = []
+            option_of: list[int] = []
+            flat = 0
+            for r, (o, conts) in enumerate(zip(owners, continuations, strict=True)):
+                shift = (width - len(o) if padding == "left" else 0) - first
+                for j, cont in enumerate(conts, start=1):
+                    start = o.index(j) + shift
+                    rows_at += [r] * len(cont)
+                    cols_at += range(start, start + len(cont))
+                    targets += cont
+                    option_of += [flat] * len(cont)
+                    flat += 1
+            scored = logits[torch.tensor(rows_at, device=device), torch.tensor(cols_at, device=device)].float()
+            index = torch.tensor(targets, device=device).unsqueeze(1)
+            # log-softmax at the picked token only: its logit less the row's logsumexp.
+            picked = scored.gather(1, index)[:, 0] - scored.logsumexp(-1)
+            sums = torch.zeros(flat, dtype=picked.dtype, device=device)
+            sums = sums.index_add(0, torch.tensor(option_of, device=device), picked).tolist()
+        out: list[list[float]] = []
+        at = 0
+        for conts in continuations:
+            out.append([float(v) for v in sums[at : at + len(conts)]])
+            at += len(conts)
+        return out
 
     def encode(self, text: str) -> list[int]:
         """Token ids of raw text as a completions prompt is read: no chat template, the tokenizer's own specials."""
@@ -521,7 +616,7 @@ class _StopWhenSet:
 
 @dataclass(frozen=True)
 class PooledScores:
-    """A linear pool's log-probability of each given token, and its most likely next tokens."""
+    """A pool's log-probability of each given token, and its most likely next tokens."""
 
     scores: list[TokenScore]
     following: list[tuple[int, float]]  # (token id, log-probability), most likely first
@@ -535,6 +630,23 @@ def linear_pool(
     The mean of distributions is a distribution, so the pooled log-probabilities are normalized at
     every position; ``top_k`` alternatives are read from the pooled distribution itself.
     """
+    return pool_tokens(backends, sequences, starts, top_k, "linear")
+
+
+def pool_tokens(
+    backends: Sequence[TransformersBackend],
+    sequences: list[list[int]],
+    starts: list[int],
+    top_k: int,
+    pool: Literal["linear", "log_linear"],
+) -> list[PooledScores]:
+    """Each token's log-probability pooled over models that share one vocabulary; ``top_k`` alternatives.
+
+    linear: the log of the mean probability (normalized at every position). log_linear: the mean
+    log-probability, left unnormalized, so that summed over an option's tokens it is the members' mean
+    log-likelihood of the option: that orders a multiple-choice item's options as the normalized
+    product of the members' option distributions does, whatever the item's other options.
+    """
     torch = _torch()
     per_model = [b.log_distributions(sequences, starts) for b in backends]
     widths = {d[0].shape[-1] for d in per_model if d}
@@ -542,7 +654,11 @@ def linear_pool(
         raise BackendError(f"the models' output vocabularies differ in size ({sorted(widths)}), so they do not pool")
     out = []
     for i, seq in enumerate(sequences):
-        pooled = torch.logsumexp(torch.stack([d[i] for d in per_model]), dim=0) - math.log(len(backends))
+        stacked = torch.stack([d[i] for d in per_model])
+        if pool == "linear":
+            pooled = torch.logsumexp(stacked, dim=0) - math.log(len(backends))
+        else:
+            pooled = stacked.mean(dim=0)
         targets = seq[max(starts[i], 1) :]
         k = max(top_k, 1)
         values, indices = pooled.topk(min(k, pooled.shape[-1]), dim=-1)
@@ -588,6 +704,44 @@ class RowSampler:
         ).unsqueeze(1)
         out = torch.full_like(logprobs, float("-inf"))
         return out.scatter_(1, picked, logprobs.gather(1, picked)).to(scores.dtype)
+
+
+# Class names of the heads that generate text, beyond those AutoModelForCausalLM maps a model type to.
+GENERATING_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def cannot_generate(config: Any) -> str | None:
+    """Why the model a transformers config describes cannot generate text, or None when it can."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    model_type: str = config.model_type
+    heads = getattr(config, "architectures", None) or []
+    architectures = [h for h in ([heads] if isinstance(heads, str) else heads) if isinstance(h, str)]
+    generating = [a for a in architectures if a in causal.values() or a.endswith(GENERATING_HEADS)]
+    shown = ", ".join([model_type, *architectures])
+    # BERT and its kin map to a causal class too, one that needs is_decoder: their checkpoints are encoders.
+    encoder = (
+        model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+        and not getattr(config, "is_decoder", False)
+    )
+    if encoder and not generating:
+        return f"is an encoder ({shown}): it embeds text and cannot generate; register a model with a causal LM head"
+    if model_type not in causal:
+        return f"is a {shown} model, which transformers cannot load as a text generator (AutoModelForCausalLM)"
+    if architectures and not generating:
+        return f"has no head that generates text ({shown}); register a model with a causal LM head"
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line, cut to a length a page shows."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else f"{text[:300]}…"
 
 
 @BACKENDS.register(
@@ -662,6 +816,27 @@ class HFBackend(TransformersBackend):
     def check(self) -> None:
         self._directory()
 
+    def probe(self) -> None:
+        """Read the config (AutoConfig) and each weights file's header: a folder that cannot generate, or
+        whose files are cut short, is refused before anything loads its weights."""
+        from safetensors import SafetensorError, safe_open
+        from transformers import AutoConfig
+
+        directory, label = self._directory(), self._label()
+        try:
+            config = AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+        except Exception as exc:  # noqa: BLE001 - a bad value raises TypeError, ZeroDivisionError, …: all say "corrupt"
+            raise BackendError(f"{label}: its config.json cannot be read ({_short(exc)})") from None
+        if problem := cannot_generate(config):
+            raise BackendError(f"{label} {problem}")
+        for weights in sorted(directory.glob("*.safetensors")):
+            try:
+                # The header and its offsets only: safetensors checks that they cover the file exactly.
+                with safe_open(weights, framework="numpy"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise BackendError(f"{label}: {weights.name} is truncated or corrupt ({_short(exc)})") from None
+
     def fingerprint(self) -> str:
         directory = self._directory()
         if self.config.hub_id:
@@ -715,6 +890,35 @@ class GGUFBackend(TransformersBackend):
 
     def check(self) -> None:
         self._file()
+
+    def probe(self) -> None:
+        """Read the GGUF header and tensor table (no tensor data): a file cut short, or one holding an
+        architecture that cannot generate, is refused before the minute-long export."""
+        from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+        from ensembles.backends.gguf_header import HeaderError, read_header
+
+        path = self._file()
+        name = repr(self.config.path)
+        try:
+            header = read_header(path)
+        except (HeaderError, OSError) as exc:
+            raise BackendError(f"{name} is truncated or corrupt: its header cannot be read ({exc})") from None
+        if not header.tensor_count or header.tensors_end > path.stat().st_size:
+            raise BackendError(f"{name} is truncated: its tensors end past the end of the file")
+        arch = str(header.fields.get("general.architecture", ""))
+        # llama.cpp writes a pooling type, and non-causal attention, for the embedding models it converts.
+        if f"{arch}.pooling_type" in header.fields or header.fields.get(f"{arch}.attention.causal") is False:
+            raise BackendError(f"{name} is an encoder ({arch}): it embeds text and cannot generate")
+        if "bert" in arch or arch in ("t5", "umt5", "t5encoder"):
+            raise BackendError(f"{name} is an encoder ({arch}): only decoder models generate here")
+        # The architectures transformers can dequantize from GGUF (the other keys are sections of the header).
+        known = sorted(set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer", "t5", "umt5"})
+        if arch not in known:
+            raise BackendError(
+                f"{name} holds a {arch or 'nameless'} model, which transformers cannot read from GGUF "
+                f"({', '.join(known)})"
+            )
 
     def file_hash(self) -> str:
         if self._sha is None:
