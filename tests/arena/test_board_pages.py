@@ -15,7 +15,7 @@ from arena.evaluations.events import changed
 from arena.evaluations.models import EntryState, Run, RunEntry, Score
 from arena.leaderboard import charts
 from arena.registry.models import Kind
-from arena.teams.models import Role, Team
+from arena.teams.models import ApiToken, Role, Team
 from tests.factories import BlendFactory, EntryFactory, MembershipFactory, RunEntryFactory, RunFactory, SuiteFactory
 from tests.helpers import csrf_client
 
@@ -202,6 +202,15 @@ def test_a_board_of_a_suite_the_team_does_not_have_is_a_404(owner, team, board, 
     for name in ("no-such-suite", "date_reasoning"):
         response = csrf_client(owner).get(f"/t/{team.slug}/leaderboard/{name}/" + (f"?{query}" if query else ""))
         assert response.status_code == 404
+
+
+def test_the_api_board_of_a_suite_the_team_does_not_have_is_a_404(client, team, board, suite):
+    token = ApiToken.issue(team, "board")[1]
+    SuiteFactory(team=Team.objects.get(slug="blue"), builtin="date_reasoning", size=4)
+    for name, status in ((suite.name, 200), ("no-such-suite", 404), ("date_reasoning", 404)):
+        response = client.get(f"/api/v1/leaderboard/{name}", HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert response.status_code == status, name
+    assert "detail" in response.json()  # the API's error shape, not a page
 
 
 @pytest.mark.parametrize("query", ["sort=nonsense", "sort=-", "format=xml", "format=xml&sort=score"])
