@@ -62,6 +62,11 @@ class SuiteUploadIn(Schema):
     metric: str | None = Field(None, max_length=40)
     prompt_template: str | None = Field(None, max_length=10000)
     answer_extraction: str | None = Field(None, max_length=40)
+    scoring: Literal["loglikelihood", "loglikelihood_norm", "generate"] | None = Field(
+        None,
+        description="bigbench: how multiple-choice tasks are answered, by each option's log-likelihood "
+        "(the default; _norm per character) or by generating an option letter",
+    )
 
 
 @router.get("/suites", response=list[SuiteOut])
@@ -111,7 +116,9 @@ def upload(request, body: SuiteUploadIn):
     files = {
         role: UploadedText(body.filenames.get(role) or default_names[role], text) for role, text in body.files.items()
     }
-    options = body.dict(include={"name", "seed", "columns", "metric", "prompt_template", "answer_extraction"})
+    options = body.dict(
+        include={"name", "seed", "columns", "metric", "prompt_template", "answer_extraction", "scoring"}
+    )
     suite, created = upload_suite(request.auth.team, body.format, files, options)
     return (201 if created else 200), _suite_out(suite)
 

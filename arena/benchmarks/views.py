@@ -92,6 +92,7 @@ def suite_upload(request, team: str):
             "name": request.POST.get("name", "").strip(),
             "seed": request.POST.get("seed", "0").strip() or "0",
             "metric": request.POST.get("metric", "").strip(),
+            "scoring": request.POST.get("scoring", "").strip(),
             "columns": _csv_columns(request.POST),
         }
         if not str(options["seed"]).isdecimal():

@@ -32,6 +32,9 @@ FEWSHOT_DELIMITER = "\n\n"
 # Upload limits: big enough for any public benchmark split, small enough to parse in memory.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_ITEMS = 50_000
+# Options an item may have when answered by log-likelihood (one scored continuation each); answered by
+# generating a letter, the letters A-J bound it to ten.
+MAX_OPTIONS = 100
 
 # Judge suites are scored by a judge model comparing answers, not by a per-item metric;
 # this reserved metric name marks them and is deliberately absent from METRICS.
@@ -74,6 +77,9 @@ class SuiteManifest(BaseModel):
     max_new_tokens: int = Field(default=16, ge=1, le=512)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
     scoring: Scoring = "generate"
+    # What joins the prompt to an option (and a few-shot input to its output); "" where the prompt
+    # already ends in its own separator, as BIG-bench's "\nA: " does.
+    target_delimiter: str = Field(default=TARGET_DELIMITER, max_length=16)
 
     @field_validator("answer_extraction")
     @classmethod
@@ -105,7 +111,7 @@ class SuiteManifest(BaseModel):
         allowed = {"input", "choices"} if self.task_type == "multiple_choice" else {"input"}
         if "input" not in fields:
             raise ValueError("prompt_template must contain {input}")
-        if self.task_type == "multiple_choice" and "choices" not in fields:
+        if self.task_type == "multiple_choice" and self.scoring == "generate" and "choices" not in fields:
             raise ValueError("multiple_choice prompt_template must contain {choices}")
         if fields - allowed:
             raise ValueError(
@@ -127,6 +133,8 @@ class SuiteManifest(BaseModel):
         data = self.model_dump(mode="json")
         if data.get("scoring") == "generate":
             del data["scoring"]
+        if data.get("target_delimiter") == TARGET_DELIMITER:
+            del data["target_delimiter"]
         return data
 
 
@@ -148,6 +156,8 @@ class Item(BaseModel):
     tests: str | None = None
     entry_point: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     follow_ups: list[str] | None = None
+    # Credit in [0, 1] for choosing each option (BIG-bench's target_scores); without it only gold earns 1.
+    option_scores: list[float] | None = None
 
     @property
     def is_multiple_choice(self) -> bool:
@@ -159,27 +169,37 @@ class Item(BaseModel):
         if self.choices is not None or self.gold is not None:
             if not self.choices or len(self.choices) < 2:
                 raise ValueError("multiple-choice items need at least 2 choices")
-            if len(self.choices) > len(OPTION_LETTERS):
-                raise ValueError(f"at most {len(OPTION_LETTERS)} choices are supported")
+            if len(self.choices) > MAX_OPTIONS:
+                raise ValueError(f"at most {MAX_OPTIONS} choices are supported, got {len(self.choices)}")
             if self.gold is None:
                 raise ValueError("multiple-choice items need 'gold'")
             if not 0 <= self.gold < len(self.choices):
                 raise ValueError(f"gold {self.gold} out of range 0..{len(self.choices) - 1}")
             if self.tests is not None or self.entry_point is not None:
                 raise ValueError("multiple-choice items cannot carry 'tests' or 'entry_point'")
+        if self.option_scores is not None:
+            if self.choices is None or len(self.option_scores) != len(self.choices):
+                raise ValueError("'option_scores' needs one score per choice")
+            if not all(0.0 <= score <= 1.0 for score in self.option_scores):
+                raise ValueError("'option_scores' must lie in [0, 1]")
         if self.entry_point is not None and self.tests is None:
             raise ValueError("'entry_point' needs 'tests' that check it")
         return self
 
 
+def option_label(index: int) -> str:
+    """The label of option ``index``: A-J, then (log-likelihood only) its 1-based number past the letters."""
+    return OPTION_LETTERS[index] if index < len(OPTION_LETTERS) else str(index + 1)
+
+
 def render_choices(choices: Iterable[str]) -> str:
     """Render options as "A. first\\nB. second..."."""
-    return "\n".join(f"{OPTION_LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
+    return "\n".join(f"{option_label(i)}. {choice}" for i, choice in enumerate(choices))
 
 
 # Fields added after the first release; left out of the content hash while unset so
 # suites stored before they existed keep their hash.
-_LATER_ITEM_FIELDS = ("tests", "entry_point", "follow_ups")
+_LATER_ITEM_FIELDS = ("tests", "entry_point", "follow_ups", "option_scores")
 
 
 def _check_item_fits(manifest: SuiteManifest, item: Item) -> None:
@@ -189,6 +209,11 @@ def _check_item_fits(manifest: SuiteManifest, item: Item) -> None:
         raise ValueError(f"unknown split {item.split!r}; suite splits are {manifest.splits}")
     if task == "multiple_choice" and not item.is_multiple_choice:
         raise ValueError(f"item {item.id!r} has no choices but the suite is multiple_choice")
+    if manifest.scoring == "generate" and len(item.choices or []) > len(OPTION_LETTERS):
+        raise ValueError(
+            f"item {item.id!r} has {len(item.choices or [])} options; answered by generating a letter at most "
+            f"{len(OPTION_LETTERS)} are possible (log-likelihood scoring takes up to {MAX_OPTIONS})"
+        )
     if task != "multiple_choice" and item.is_multiple_choice:
         raise ValueError(f"item {item.id!r} has choices but the suite is {task}")
     if task == "generation" and item.reference is None:
@@ -259,7 +284,8 @@ class Suite:
     def render_prompt(self, item: Item) -> str:
         """Few-shot examples followed by the item, all rendered with the manifest's template."""
         shots = [
-            self._format(shot.input, shot.choices) + TARGET_DELIMITER + shot.output for shot in self.manifest.few_shot
+            self._format(shot.input, shot.choices) + self.manifest.target_delimiter + shot.output
+            for shot in self.manifest.few_shot
         ]
         return FEWSHOT_DELIMITER.join([*shots, self._format(item.input, item.choices)])
 
@@ -267,7 +293,7 @@ class Suite:
         """The expected answer: the gold letter for MC items, else the reference text."""
         # Item validation guarantees gold for MC items and a reference otherwise.
         if item.is_multiple_choice and item.gold is not None:
-            return OPTION_LETTERS[item.gold]
+            return option_label(item.gold)
         return item.reference or ""
 
     def extract(self, generated_text: str) -> str:
@@ -287,7 +313,14 @@ class Suite:
             return prediction, self._metric.score(
                 self.program(item, prediction), build_test_code(item.tests or "", item.entry_point)
             )
+        if item.option_scores is not None:
+            return prediction, self.option_credit(item, prediction)
         return prediction, self._metric.score(prediction, self.reference_answer(item))
+
+    def option_credit(self, item: Item, label: str) -> float:
+        """What choosing the option ``label`` earns: its option score (BIG-bench's multiple_choice_grade)."""
+        labels = [option_label(i) for i in range(len(item.choices or []))]
+        return float((item.option_scores or [])[labels.index(label)]) if label in labels else 0.0
 
     @property
     def by_loglikelihood(self) -> bool:
@@ -297,7 +330,7 @@ class Suite:
     def option_requests(self, item: Item) -> list[tuple[str, str]]:
         """(context, continuation) per option: the rendered prompt, then the option's text."""
         prompt = self.render_prompt(item)
-        return [(prompt, TARGET_DELIMITER + choice) for choice in item.choices or []]
+        return [(prompt, self.manifest.target_delimiter + choice) for choice in item.choices or []]
 
     def score_options(self, item: Item, logliks: list[float]) -> tuple[str, float, dict[str, float]]:
         """Pick the most likely option; returns (letter, score, each option's letter -> log-likelihood used).
@@ -308,11 +341,14 @@ class Suite:
         if len(logliks) != len(choices):
             raise SuiteError(f"item {item.id!r} has {len(choices)} options but got {len(logliks)} log-likelihoods")
         if self.manifest.scoring == "loglikelihood_norm":
-            logliks = [ll / max(len(TARGET_DELIMITER + c), 1) for ll, c in zip(logliks, choices, strict=True)]
-        per_option = {OPTION_LETTERS[i]: round(float(ll), 6) for i, ll in enumerate(logliks)}
+            delimiter = self.manifest.target_delimiter
+            logliks = [ll / max(len(delimiter + c), 1) for ll, c in zip(logliks, choices, strict=True)]
+        per_option = {option_label(i): round(float(ll), 6) for i, ll in enumerate(logliks)}
         # max() keeps the first of equal values: ties go to the earlier option, deterministically.
         best = max(range(len(choices)), key=lambda i: logliks[i])
-        letter = OPTION_LETTERS[best]
+        letter = option_label(best)
+        if item.option_scores is not None:
+            return letter, self.option_credit(item, letter), per_option
         metric = get_metric(self.manifest.metric)  # multiple-choice suites always have a per-item metric
         return letter, metric.score(letter, self.reference_answer(item)), per_option
 

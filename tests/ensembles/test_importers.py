@@ -2,7 +2,9 @@ import gzip
 import json
 import sys
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ensembles.errors import SuiteError
@@ -68,25 +70,88 @@ BIGBENCH_GEN = {
 }
 
 
-def test_bigbench_target_scores_become_multiple_choice_with_the_top_score_as_gold():
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "bigbench"
+
+
+def bigbench_prompts(task: dict) -> list[str]:
+    """Zero-shot prompts by BIG-bench's documented rules for JSON tasks: task_prefix, then
+    example_input_prefix (default "\\nQ: ") and the input, the choices (shuffled from sorted order by one
+    RandomState(42) in example order) each after choice_prefix (default "\\n  choice: ") unless
+    append_choices_to_input is false, then example_output_prefix (default "\\nA: ")."""
+    rng = np.random.RandomState(42)
+    prompts = []
+    for example in task["examples"]:
+        text = task.get("example_input_prefix", "\nQ: ") + example["input"]
+        if task.get("append_choices_to_input", True):
+            prefix = task.get("choice_prefix", "\n  choice: ")
+            text += prefix + prefix.join(rng.permutation(sorted(example["target_scores"])))
+        prompts.append(task.get("task_prefix", "") + text + task.get("example_output_prefix", "\nA: "))
+    return prompts
+
+
+def test_bigbench_target_scores_become_log_likelihood_multiple_choice_prompted_as_bigbench_prompts():
     suite = import_bigbench(json.dumps(BIGBENCH_MC, indent=2))
     assert (suite.name, suite.manifest.task_type, suite.manifest.description) == (
         "tiny_arithmetic",
         "multiple_choice",
         "Adds numbers.",
     )
+    assert suite.by_loglikelihood and suite.manifest.scoring == "loglikelihood"
     assert [(item.choices, item.gold) for item in suite.items] == [
         (["3", "4", "5"], 1),
         (["2", "11"], 0),
         (["6", "7"], 1),
     ]
-    assert suite.score(suite.items[0], " B") == ("B", 1.0)
+    prompts = bigbench_prompts(BIGBENCH_MC)
+    assert [suite.render_prompt(item) for item in suite.items] == prompts
+    # Each option is the continuation of the prompt as it stands, the way BIG-bench scores it.
+    assert suite.option_requests(suite.items[0]) == [(prompts[0], "3"), (prompts[0], "4"), (prompts[0], "5")]
+    assert suite.score_options(suite.items[0], [-3.0, -1.0, -2.0])[:2] == ("B", 1.0)
 
 
-def test_bigbench_targets_become_generation_items_scored_by_the_task_metric():
+def test_a_real_bigbench_task_keeps_its_own_prefixes_and_all_its_options():
+    text = (FIXTURES / "checkmate_in_one.json").read_text()
+    task = json.loads(text)
+    suite = import_bigbench(text, file="checkmate_in_one/task.json")
+    assert [suite.render_prompt(item) for item in suite.items] == bigbench_prompts(task)
+    assert suite.render_prompt(suite.items[0]).startswith(task["task_prefix"] + task["example_input_prefix"])
+    assert [len(item.choices or []) for item in suite.items] == [39, 53]
+    assert [item.choices[item.gold] for item in suite.items if item.choices and item.gold is not None] == [
+        example["target"] for example in task["examples"]
+    ]
+    assert suite.manifest.stop == ["#"]
+    # Answered by generating a letter, more than ten options cannot be named: a clear refusal.
+    error = error_of(import_bigbench, text, file="checkmate_in_one/task.json", scoring="generate")
+    assert "39 options" in str(error) and "log-likelihood scoring takes up to 100" in str(error)
+
+
+def test_bigbench_ties_give_the_chosen_options_target_score_as_credit():
+    task = {
+        "examples": [
+            {"input": "Pick a prime.", "target_scores": {"4": 0, "2": 1, "3": 1}},
+            {"input": "Half right?", "target_scores": {"yes": 0.5, "no": 0, "maybe": 1}},
+        ]
+    }
+    suite = import_bigbench(json.dumps(task))
+    tie, partial = suite.items
+    assert (tie.gold, tie.option_scores) == (1, [0.0, 1.0, 1.0])
+    assert suite.score_options(tie, [-1.0, -5.0, -2.0])[:2] == ("A", 0.0)
+    assert suite.score_options(tie, [-9.0, -5.0, -2.0])[:2] == ("C", 1.0)
+    assert suite.score_options(partial, [-1.0, -5.0, -2.0])[:2] == ("A", 0.5)
+    # Generating a letter earns the same credit for the option it names.
+    by_letter = import_bigbench(json.dumps(task), scoring="generate")
+    assert by_letter.score(by_letter.items[0], "Answer: C") == ("C", 1.0)
+    assert by_letter.score(by_letter.items[1], "A") == ("A", 0.5)
+    assert by_letter.render_prompt(by_letter.items[1]) == "\nQ: Half right?\nA. yes\nB. no\nC. maybe\nA: "
+
+
+def test_bigbench_targets_become_generation_items_prompted_and_scored_as_the_task_says():
     suite = import_bigbench(json.dumps(BIGBENCH_GEN), file="echo/task.json")
     assert suite.manifest.task_type == "generation" and suite.manifest.metric == "bleu"
     assert [item.reference for item in suite.items] == ["hi", "bye"]
+    assert suite.render_prompt(suite.items[0]) == "\nQ: Say hi\nA: "
+    rouge = import_bigbench(json.dumps({**BIGBENCH_GEN, "metrics": ["rouge"]}))
+    assert rouge.manifest.metric == "rouge_l"
 
 
 def test_bigbench_splits_come_from_the_seeded_hash_and_ratio():
@@ -96,6 +161,8 @@ def test_bigbench_splits_come_from_the_seeded_hash_and_ratio():
     assert import_bigbench(text, seed=5, dev_ratio=0.25).content_hash() == suite.content_hash()
     assert import_bigbench(text, seed=6, dev_ratio=0.25).content_hash() != suite.content_hash()
     assert load_suite(*dump_suite(suite)).content_hash() == suite.content_hash()
+    mc = import_bigbench(json.dumps(BIGBENCH_MC))
+    assert load_suite(*dump_suite(mc)).content_hash() == mc.content_hash()
 
 
 def test_bigbench_invalid_json_names_the_file_and_line():
@@ -111,16 +178,16 @@ def test_bigbench_example_without_input_names_its_line():
     assert "example 1: needs a string 'input'" in str(error)
 
 
-def test_bigbench_tied_top_scores_are_refused_with_the_line():
+def test_bigbench_target_scores_outside_zero_to_one_are_refused_with_the_line():
     task = {
         "examples": [
             {"input": "a", "target_scores": {"x": 1, "y": 0}},
-            {"input": "b", "target_scores": {"x": 1, "y": 1}},
+            {"input": "b", "target_scores": {"x": 2, "y": 0}},
         ]
     }
     error = error_of(import_bigbench, json.dumps(task, indent=1))
     assert error.line == 10
-    assert "2 options share the top score" in str(error)
+    assert "must lie in [0, 1]" in str(error)
 
 
 def test_bigbench_mixing_targets_and_target_scores_is_refused():
@@ -129,10 +196,13 @@ def test_bigbench_mixing_targets_and_target_scores_is_refused():
     assert error.line == 1 and "needs a string 'target'" in str(error)
 
 
-def test_bigbench_more_than_ten_options_is_refused_with_the_line():
-    options = {str(i): int(i == 0) for i in range(11)}
+def test_bigbench_options_are_bounded_and_prefixes_must_be_text():
+    options = {str(i): int(i == 0) for i in range(101)}
     error = error_of(import_bigbench, json.dumps({"examples": [{"input": "a", "target_scores": options}]}, indent=2))
-    assert error.line == 3 and "at most 10 choices" in str(error)
+    assert error.line == 3 and "has 101 options; at most 100" in str(error)
+    bad_prefix = {"example_output_prefix": 3, **BIGBENCH_MC}
+    assert "'example_output_prefix' must be a string" in str(error_of(import_bigbench, json.dumps(bad_prefix)))
+    assert "unknown scoring" in str(error_of(import_bigbench, json.dumps(BIGBENCH_MC), scoring="vibes"))
 
 
 def test_bigbench_without_examples_is_refused():
