@@ -92,3 +92,11 @@ def browser_context(chromium):
     context.set_default_timeout(30_000)
     yield context
     context.close()
+
+
+@pytest.fixture
+def tiny_models(tiny_variant, tmp_path):
+    # Under the test's own temporary folder, inside the base one that the server and worker accept as a root.
+    root = tmp_path / "browser-models"
+    root.mkdir()
+    return [tiny_variant(root / f"tiny-{x}", seed=n) for n, x in enumerate("ab", start=1)]

@@ -18,14 +18,6 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def tiny_models(tiny_variant, worker_roots):
-    # Under the test's temporary folder, which is one of the model roots the server and worker accept.
-    root = Path(worker_roots[-1]) / "browser-models"
-    root.mkdir(exist_ok=True)
-    return [tiny_variant(root / f"tiny-{x}", seed=n) for n, x in enumerate("ab", start=1)]
-
-
 def shoot(page, name: str, tmp_path: Path) -> None:
     folder = Path(os.environ.get("ARENA_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
