@@ -9,11 +9,13 @@
 Prints tokens per second for each way and their ratio. With --random-weights the model is
 SmolLM2-135M's architecture with random weights (speed does not depend on the values), so it
 runs where no model files exist, such as a bare GPU machine. On CUDA it also measures the
-device's copy bandwidth and reports the share of it the batched decode reaches: each decode step
-reads every weight once. --check-batch-invariance generates the same prompts at batch sizes 1, 8
+device's copy bandwidth, and on a CPU this machine's stream bandwidth (numpy copy and triad over
+arrays far larger than the caches, best of several), and reports the share of it the decode reaches,
+batched and one prompt at a time: each decode step reads every weight once. --check-batch-invariance generates the same prompts at batch sizes 1, 8
 and 64 and counts the prompts whose greedy text differs. --static-cache adds the batched decode
 with the backend's static_cache option (a fixed-size KV cache, which transformers compiles into
 CUDA graphs on a GPU); its compile warm-up is timed apart, and its texts are compared with eager's.
+--profile then runs one batched call under torch.profiler and prints the operators that took the most time.
 """
 
 from __future__ import annotations
@@ -121,6 +123,41 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 10) -> float:
     return 2 * nbytes / seconds
 
 
+def stream_bandwidth(threads: int, nbytes: int = 1 << 28, repeats: int = 5) -> dict[str, float]:
+    """This CPU's memory bandwidth, bytes moved per second, as STREAM's copy and triad measure it (best of ``repeats``).
+
+    Arrays of ``nbytes`` each, far beyond any cache. numpy releases the GIL in its loops, so ``threads``
+    threads each take a slice, as the decode's torch threads do. Triad (a = b + s*c) is two numpy passes
+    here, so it is counted by the bytes those passes move (five arrays' worth), not STREAM's three.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    n = nbytes // 8
+    a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    cuts = [slice(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
+
+    def copy(part: slice) -> None:
+        np.copyto(a[part], b[part])
+
+    def triad(part: slice) -> None:
+        np.multiply(c[part], 3.0, out=a[part])
+        np.add(a[part], b[part], out=a[part])
+
+    best: dict[str, float] = {}
+    with ThreadPoolExecutor(threads) as pool:
+        for name, kernel, moved in (("copy", copy, 2 * nbytes), ("triad", triad, 5 * nbytes)):
+            list(pool.map(kernel, cuts))  # first touch: page faults are not bandwidth
+            seconds = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                list(pool.map(kernel, cuts))
+                seconds.append(time.perf_counter() - started)
+            best[name] = moved / min(seconds)
+    return best
+
+
 def batch_invariance(
     backend: HFBackend, params: DecodingParams, prompts: list[str], sizes: tuple[int, ...] = (1, 8, 64)
 ) -> None:
@@ -158,6 +195,7 @@ def main() -> None:
         "--static-cache", action="store_true", help="also time batched decode with the backend's static_cache on"
     )
     parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="then one batched call under torch.profiler: top ops")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = parser.parse_args()
 
@@ -246,18 +284,32 @@ def main() -> None:
             f"static cache vs eager, same batches: {same}/{len(texts[batched])} prompts with the same greedy text; "
             f"{compiled_graphs() - graphs} graphs compiled while timed (0: no recompiles)"
         )
+    # Tied embeddings are one parameter, counted once: each step reads them once.
+    weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     if device.startswith("cuda"):
-        # Tied embeddings are one parameter, counted once: each step reads them once.
-        weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
-        bandwidth = copy_bandwidth()
-        for mode in (m for m in rows if m.startswith("batched")):
-            # End to end: a step's time includes its share of prefill, tokenizing and decoding the text.
-            step_s = min(args.batch_size, args.prompts) / statistics.median(v[0] for v in rows[mode])
-            print(
-                f"{mode}: weights {weight_bytes / 1e6:.1f} MB per decode step, {step_s * 1e3:.2f} ms per step: "
-                f"{weight_bytes / step_s / 1e12:.3f} TB/s against a measured copy bandwidth of "
-                f"{bandwidth / 1e12:.2f} TB/s = {weight_bytes / step_s / bandwidth:.2%} of the memory-bandwidth limit"
-            )
+        bandwidth, what = copy_bandwidth(), "copy bandwidth"
+    else:
+        threads = torch.get_num_threads()
+        streams = {f"{k}, {t} thread{'s' * (t > 1)}": v for t in {1, threads} for k, v in stream_bandwidth(t).items()}
+        print("stream bandwidth: " + ", ".join(f"{k} {v / 1e9:.2f} GB/s" for k, v in streams.items()))
+        best = max(streams, key=streams.__getitem__)
+        bandwidth, what = streams[best], f"stream bandwidth (best: {best})"
+    for mode in rows:
+        # End to end: a step's time includes its share of prefill, tokenizing and decoding the text.
+        # A batched step makes one token for each prompt of the batch; a single prompt's step makes one.
+        per_step = min(args.batch_size, args.prompts) if mode.startswith("batched") else 1
+        step_s = per_step / statistics.median(v[0] for v in rows[mode])
+        print(
+            f"{mode}: weights {weight_bytes / 1e6:.1f} MB per decode step, {step_s * 1e3:.2f} ms per step: "
+            f"{weight_bytes / step_s / 1e9:.2f} GB/s against a measured {what} of "
+            f"{bandwidth / 1e9:.2f} GB/s = {weight_bytes / step_s / bandwidth:.2%} of the memory-bandwidth limit"
+        )
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            backend.generate(prompts[: args.batch_size], params)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     if args.check_batch_invariance:
         # Prompts of different lengths, so batches carry left padding as they do in the arena.
         varied = [" ".join(f"w{(i * 13 + j) % 4000}" for j in range(8 + (i * 5) % 33)) for i in range(64)]
