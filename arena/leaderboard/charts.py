@@ -113,28 +113,8 @@ def suite_heatmap(entries: list[dict], suites: list[str]) -> dict | None:
         return None
     z = [[e["scores"].get(s) for s in suites] for e in entries]
     zmin, zmax = score_range(v for row in z for v in row)
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=suites,
-            y=[e["entry"] for e in entries],
-            colorscale="Viridis",
-            zmin=zmin,
-            zmax=zmax,
-            text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
-            texttemplate="%{text}",
-            hovertemplate="%{y} on %{x}: %{z:.3f}<extra></extra>",
-            colorbar={"title": {"text": "score"}},
-            hoverongaps=False,
-        )
-    )
-    fig.update_layout(
-        title={"text": "Score per suite", "x": 0},
-        height=max(220, 100 + 28 * len(entries)),
-        yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
-        xaxis={"side": "top", "type": "category"},
-    )
-    return figure(fig)
+    scale = {"colorscale": "Viridis", "zmin": zmin, "zmax": zmax}
+    return _by_suite([e["entry"] for e in entries], suites, z, "Score per suite", "score", "", scale)
 
 
 def lift_heatmap(entries: list[dict], suites: list[str]) -> dict | None:
@@ -146,25 +126,31 @@ def lift_heatmap(entries: list[dict], suites: list[str]) -> dict | None:
         return None
     z = [[e["lifts"].get(s) for s in suites] for e in blends]
     half = symmetric_range(v for row in z for v in row)
+    scale = {"colorscale": "RdBu", "zmid": 0, "zmin": -half, "zmax": half}
+    title = "Lift over the best member, per suite"
+    return _by_suite([e["entry"] for e in blends], suites, z, title, "lift", "+", scale, " over its best member")
+
+
+def _by_suite(
+    names: list[str], suites: list[str], z: list[list], title: str, measure: str, sign: str, scale: dict, said: str = ""
+) -> dict:
+    """A heat map of entries (rows, in the given order) × suites, each cell labelled with its value."""
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=suites,
-            y=[e["entry"] for e in blends],
-            colorscale="RdBu",
-            zmid=0,
-            zmin=-half,
-            zmax=half,
-            text=[["" if v is None else f"{v:+.2f}" for v in row] for row in z],
+            y=names,
+            **scale,
+            text=[["" if v is None else f"{v:{sign}.2f}" for v in row] for row in z],
             texttemplate="%{text}",
-            hovertemplate="%{y} on %{x}: %{z:+.3f} over its best member<extra></extra>",
-            colorbar={"title": {"text": "lift"}},
+            hovertemplate=f"%{{y}} on %{{x}}: %{{z:{sign}.3f}}{said}<extra></extra>",
+            colorbar={"title": {"text": measure}},
             hoverongaps=False,
         )
     )
     fig.update_layout(
-        title={"text": "Lift over the best member, per suite", "x": 0},
-        height=max(220, 100 + 28 * len(blends)),
+        title={"text": title, "x": 0},
+        height=max(220, 100 + 28 * len(names)),
         yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
         xaxis={"side": "top", "type": "category"},
     )
