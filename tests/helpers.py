@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,52 @@ def database_url() -> str:
         pytest.skip("worker tests share the test database with a worker process: they need PostgreSQL")
     user, host, port = database["USER"] or "postgres", database["HOST"] or "127.0.0.1", database["PORT"] or 5432
     return f"postgres://{user}@{host}:{port}/{database['NAME']}"
+
+
+@contextmanager
+def serve_asgi(model_roots: list[Path], log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """daphne serving arena.asgi (pages, /v1, websockets) on a free port, on the test database and Redis.
+
+    Yields its base URL and the process; stopped on exit. Fails the test with daphne's log if it does not listen.
+    """
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        ARENA_MODEL_ROOTS=",".join(str(path) for path in model_roots),
+        PYTHONUNBUFFERED="1",
+    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: proc.poll() is not None or _listening(port), timeout=60, what="daphne to listen")
+        if proc.poll() is not None:
+            pytest.fail(f"daphne exited with {proc.returncode}:\n{log_path.read_text()}")
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 class WorkerProcess:

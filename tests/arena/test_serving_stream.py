@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,7 +12,7 @@ import pytest
 from arena.evaluations.models import Generation
 from arena.registry.services import register_blend, register_model
 from arena.teams.models import ApiToken
-from tests.helpers import ROOT, database_url, free_port, wait_for
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -202,39 +197,8 @@ def test_langchain_chat_openai_streams_one_answer(live_server, served, client):
 @pytest.fixture
 def daphne(served, settings, tmp_path):
     """daphne serving arena.asgi on a free port, on the test database; yields the /v1 base URL and its pid."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        ARENA_MODEL_ROOTS=",".join(str(path) for path in settings.ARENA_MODEL_ROOTS),
-        PYTHONUNBUFFERED="1",
-    )
-    log_path = tmp_path / "daphne.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(lambda: proc.poll() is not None or _listening(port), timeout=60, what="daphne to listen")
-        assert proc.poll() is None, log_path.read_text()
-        yield f"http://127.0.0.1:{port}/v1", proc.pid
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+    with serve_asgi(settings.ARENA_MODEL_ROOTS, tmp_path / "daphne.log") as (base, proc):
+        yield f"{base}/v1", proc.pid
 
 
 @pytest.mark.slow

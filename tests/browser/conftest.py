@@ -3,18 +3,11 @@ websockets both, with a real Celery worker, all on the test database and the tes
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from tests.helpers import ROOT, database_url, free_port
+from tests.helpers import serve_asgi
 
 CHROMIUM = Path("/usr/bin/chromium")
 # No GPU, no sandbox (containers), and nothing reached beyond the arena itself.
@@ -33,42 +26,8 @@ CHROMIUM_ARGS = [
 @pytest.fixture
 def arena_server(transactional_db, clean_redis, worker_roots, tmp_path):
     """daphne serving arena.asgi (pages and websockets) on a free port; yields its base URL."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url(),
-        REDIS_URL=settings.REDIS_URL,
-        ARENA_MODEL_ROOTS=",".join(str(p) for p in worker_roots),
-        PYTHONUNBUFFERED="1",
-    )
-    log_path = tmp_path / "daphne.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"daphne exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"daphne did not listen within 60 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
+    with serve_asgi(worker_roots, tmp_path / "daphne.log") as (base, _):
+        yield base
 
 
 @pytest.fixture
