@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.helpers import add_builtin_suite, sign_up_with_a_team
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
@@ -29,22 +31,10 @@ def test_a_first_morning_in_the_arena(arena_server, worker, browser_context, tin
     page = browser_context.new_page()
 
     # Sign up, then make a team.
-    page.goto(f"{base}/signup/")
-    page.fill("input[name=username]", "ada")
-    page.fill("input[name=password1]", "a-long-browser-password-7")
-    page.fill("input[name=password2]", "a-long-browser-password-7")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/teams/new/")
-    page.fill("input[name=name]", "Morning team")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/t/morning-team/")
-    dashboard = page.url
+    dashboard = sign_up_with_a_team(page, base, "ada", "Morning team", "morning-team")
 
     # A small built-in suite: 4 dev and 4 test items.
-    page.select_option("#add-suite select[name=name]", "arithmetic")
-    page.fill("#add-suite input[name=size]", "8")
-    page.click("#add-suite button")
-    page.wait_for_selector("text=Added arithmetic")
+    add_builtin_suite(page, "arithmetic", 8)
 
     # Two models and a majority vote over them.
     for name, path in zip(("tiny-a", "tiny-b"), tiny_models, strict=True):

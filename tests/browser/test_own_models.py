@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.helpers import add_builtin_suite, sign_up_with_a_team
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TEST_ITEMS = 4  # arithmetic of size 8: 4 dev and 4 test items; runs report the test split
@@ -37,20 +39,8 @@ def test_a_team_with_its_own_models_retries_a_failed_endpoint_and_cleans_up(
     endpoint = serve()  # answers every request with "4" until told otherwise
 
     # Sign up, make a team, add a small built-in suite.
-    page.goto(f"{base}/signup/")
-    page.fill("input[name=username]", "grace")
-    page.fill("input[name=password1]", "a-long-browser-password-9")
-    page.fill("input[name=password2]", "a-long-browser-password-9")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/teams/new/")
-    page.fill("input[name=name]", "Own models")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/t/own-models/")
-    dashboard = page.url
-    page.select_option("#add-suite select[name=name]", "arithmetic")
-    page.fill("#add-suite input[name=size]", "8")
-    page.click("#add-suite button")
-    page.wait_for_selector("text=Added arithmetic")
+    dashboard = sign_up_with_a_team(page, base, "grace", "Own models", "own-models")
+    add_builtin_suite(page, "arithmetic", 8)
 
     # The folder model, picked from the models the form found in the allowed folders.
     page.goto(dashboard)
