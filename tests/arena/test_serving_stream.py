@@ -204,7 +204,8 @@ def daphne(served, settings, tmp_path):
 @pytest.mark.slow
 def test_under_daphne_tokens_arrive_as_they_are_generated(daphne, served):
     client = openai.OpenAI(base_url=daphne[0], api_key=served, max_retries=0, timeout=120)
-    pieces = iter(client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=400, stream=True))
+    # As long an answer as the model allows, so that its generation outlasts the first chunk's trip by far.
+    pieces = iter(client.chat.completions.create(model="m1", messages=QUESTION, max_tokens=512, stream=True))
     first = next(chunk for chunk in pieces if chunk.choices and chunk.choices[0].delta.content)
     # The answer is stored once it is whole: a response read whole before sending would have stored it
     # before its first token reached the client.
